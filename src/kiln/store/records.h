@@ -1,0 +1,118 @@
+// records.h
+//
+// The durable records Kiln keeps: users, tokens, packages, agents, jobs and their
+// tracking data (log lines, metric points, events). Plain structs; the `Store` reads and
+// writes them, the API layer turns them into JSON.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace kiln::store {
+
+struct UserRecord {
+  int64_t id = 0;
+  std::string username;
+  std::string password_hash;  // see auth/password.h for the format
+  bool admin = false;
+  int64_t created_at = 0;     // µs since epoch, as every time in the store
+};
+
+enum class TokenKind { kSession, kTask, kAgent };
+std::string_view TokenKindName(TokenKind kind);
+
+struct TokenRecord {
+  std::string hash;             // SHA-256 hex of the token; the token itself is never stored
+  TokenKind kind = TokenKind::kSession;
+  std::optional<int64_t> user_id;  // absent for agent tokens
+  std::optional<int64_t> job_id;   // task tokens: the job they may report for
+  int64_t created_at = 0;
+  std::optional<int64_t> expires_at;
+};
+
+struct PackageRecord {
+  std::string id;    // "sha256-<hex>" of the bytes
+  std::string name;  // file name as uploaded
+  std::string kind;  // "file" or "tar.gz"
+  int64_t size = 0;
+  int64_t created_at = 0;
+};
+
+enum class JobState { kQueued, kScheduled, kRunning, kFinished, kFailed, kKilled };
+std::string_view JobStateName(JobState state);
+absl::StatusOr<JobState> ParseJobState(std::string_view name);
+bool IsTerminal(JobState state);
+
+struct JobRecord {
+  int64_t id = 0;
+  std::string name;
+  int64_t user_id = 0;
+  std::string username;  // filled on reads
+  JobState state = JobState::kQueued;
+  std::string spec_json;  // command, package, resources, env, config: see master/job_spec.h
+  std::string agent_id;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  std::string reason;
+  bool kill_requested = false;
+  int64_t created_at = 0;
+  std::optional<int64_t> scheduled_at;
+  std::optional<int64_t> started_at;
+  std::optional<int64_t> finished_at;
+};
+
+struct JobFilter {
+  std::optional<int64_t> user_id;  // nullopt: everyone's
+  std::vector<JobState> states;    // empty: any
+  std::optional<int64_t> before_id;  // pagination: ids strictly below
+  int limit = 50;
+};
+
+struct EventRecord {
+  int64_t job_id = 0;
+  int64_t time = 0;
+  std::string type;  // "STATE", "SCHEDULE", "KILL", ...
+  std::string message;
+};
+
+struct LogLine {
+  int64_t seq = 0;  // 1-based per job, assigned by the store
+  int64_t time = 0;
+  char stream = 'o';  // 'o' stdout, 'e' stderr
+  std::string text;
+};
+
+struct MetricPoint {
+  std::string name;
+  std::string group;
+  int64_t step = 0;
+  double value = 0;
+  int64_t time = 0;
+};
+
+// What an agent ships for one task in one report: new output and where its reading of
+// each tailed file now stands. Applied atomically, so a resend after a crash is dropped
+// by offset instead of duplicated.
+struct TaskOutput {
+  std::vector<LogLine> lines;        // seq ignored on input
+  std::vector<MetricPoint> metrics;
+  std::map<std::string, int64_t> offsets;  // stream name ("log", "emetrics") -> new offset
+  std::map<std::string, int64_t> expected_offsets;  // the offsets the batch starts from
+};
+
+struct AgentRecord {
+  std::string id;
+  std::string hostname;
+  int slots = 0;
+  std::string gpus_json = "[]";
+  int64_t registered_at = 0;
+  int64_t last_seen_at = 0;
+};
+
+}  // namespace kiln::store

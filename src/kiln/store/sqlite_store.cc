@@ -1,0 +1,569 @@
+#include "kiln/store/sqlite_store.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "kiln/base/status.h"
+
+namespace kiln::store {
+namespace {
+
+// Each entry migrates the schema from version i to i+1. Append only: a released
+// migration never changes, so every database walks the same path.
+const char* const kMigrations[] = {
+    // 0 -> 1: the core schema.
+    R"sql(
+CREATE TABLE users (
+  id INTEGER PRIMARY KEY,
+  username TEXT NOT NULL UNIQUE,
+  password_hash TEXT NOT NULL,
+  admin INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+  hash TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,
+  job_id INTEGER,
+  created_at INTEGER NOT NULL,
+  expires_at INTEGER
+);
+CREATE INDEX tokens_job ON tokens(job_id) WHERE job_id IS NOT NULL;
+CREATE TABLE packages (
+  id TEXT PRIMARY KEY,
+  name TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE agents (
+  id TEXT PRIMARY KEY,
+  hostname TEXT NOT NULL,
+  slots INTEGER NOT NULL,
+  gpus TEXT NOT NULL,
+  registered_at INTEGER NOT NULL,
+  last_seen_at INTEGER NOT NULL
+);
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  agent_id TEXT NOT NULL DEFAULT '',
+  exit_code INTEGER,
+  signal INTEGER,
+  reason TEXT NOT NULL DEFAULT '',
+  kill_requested INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  scheduled_at INTEGER,
+  started_at INTEGER,
+  finished_at INTEGER
+);
+CREATE INDEX jobs_state ON jobs(state, id);
+CREATE INDEX jobs_user ON jobs(user_id, id);
+CREATE TABLE job_events (
+  id INTEGER PRIMARY KEY,
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  time INTEGER NOT NULL,
+  type TEXT NOT NULL,
+  message TEXT NOT NULL
+);
+CREATE INDEX job_events_job ON job_events(job_id, id);
+CREATE TABLE log_lines (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  seq INTEGER NOT NULL,
+  time INTEGER NOT NULL,
+  stream TEXT NOT NULL,
+  text TEXT NOT NULL,
+  PRIMARY KEY (job_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE metric_points (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  name TEXT NOT NULL,
+  grp TEXT NOT NULL,
+  step INTEGER NOT NULL,
+  value REAL NOT NULL,
+  time INTEGER NOT NULL
+);
+CREATE INDEX metric_points_job ON metric_points(job_id, name, grp, step);
+CREATE TABLE stream_offsets (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  stream TEXT NOT NULL,
+  offset INTEGER NOT NULL,
+  PRIMARY KEY (job_id, stream)
+) WITHOUT ROWID;
+)sql",
+};
+
+constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
+
+const char kJobColumns[] =
+    "j.id, j.name, j.user_id, u.username, j.state, j.spec, j.agent_id, j.exit_code, j.signal, "
+    "j.reason, j.kill_requested, j.created_at, j.scheduled_at, j.started_at, j.finished_at";
+
+absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
+  JobRecord job;
+  job.id = st.ColumnInt(0);
+  job.name = st.ColumnText(1);
+  job.user_id = st.ColumnInt(2);
+  job.username = st.ColumnText(3);
+  KILN_ASSIGN_OR_RETURN(job.state, ParseJobState(st.ColumnText(4)));
+  job.spec_json = st.ColumnText(5);
+  job.agent_id = st.ColumnText(6);
+  if (auto v = st.ColumnOptionalInt(7)) job.exit_code = static_cast<int>(*v);
+  if (auto v = st.ColumnOptionalInt(8)) job.signal = static_cast<int>(*v);
+  job.reason = st.ColumnText(9);
+  job.kill_requested = st.ColumnInt(10) != 0;
+  job.created_at = st.ColumnInt(11);
+  job.scheduled_at = st.ColumnOptionalInt(12);
+  job.started_at = st.ColumnOptionalInt(13);
+  job.finished_at = st.ColumnOptionalInt(14);
+  return job;
+}
+
+UserRecord ReadUser(SqliteStatement& st) {
+  UserRecord u;
+  u.id = st.ColumnInt(0);
+  u.username = st.ColumnText(1);
+  u.password_hash = st.ColumnText(2);
+  u.admin = st.ColumnInt(3) != 0;
+  u.created_at = st.ColumnInt(4);
+  return u;
+}
+
+absl::StatusOr<TokenKind> ParseTokenKind(const std::string& s) {
+  for (TokenKind k : {TokenKind::kSession, TokenKind::kTask, TokenKind::kAgent}) {
+    if (TokenKindName(k) == s) return k;
+  }
+  return absl::InternalError(absl::StrCat("stored token has unknown kind ", s));
+}
+
+}  // namespace
+
+int SqliteStore::LatestSchemaVersion() { return kLatestVersion; }
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
+  KILN_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(path));
+  std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(db)));
+  KILN_RETURN_IF_ERROR(store->Migrate());
+  return store;
+}
+
+absl::Status SqliteStore::Migrate() {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * get, db_->Prepare("PRAGMA user_version"));
+  KILN_ASSIGN_OR_RETURN(bool row, get->Step());
+  int version = row ? static_cast<int>(get->ColumnInt(0)) : 0;
+  get->Reset();
+  if (version > kLatestVersion) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("the database has schema version ", version, " but this kilnd knows only up to ",
+                     kLatestVersion, "; run a newer kilnd or use another --data-dir"));
+  }
+  for (int v = version; v < kLatestVersion; ++v) {
+    // Schema change and version bump commit together: a crash mid-migration leaves the
+    // previous version intact.
+    KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+    KILN_RETURN_IF_ERROR(db_->Exec(kMigrations[v]));
+    KILN_RETURN_IF_ERROR(db_->Exec(absl::StrCat("PRAGMA user_version = ", v + 1)));
+    KILN_RETURN_IF_ERROR(txn.Commit());
+  }
+  return absl::OkStatus();
+}
+
+// ---- users ----
+
+absl::StatusOr<UserRecord> SqliteStore::CreateUser(UserRecord user) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT INTO users (username, password_hash, admin, created_at) "
+                   "VALUES (?, ?, ?, ?)"));
+  st->Bind(1, user.username).Bind(2, user.password_hash).Bind(3, user.admin ? 1 : 0);
+  st->Bind(4, user.created_at);
+  absl::Status s = st->Run();
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a user named \"", user.username, "\" already exists"));
+  }
+  KILN_RETURN_IF_ERROR(s);
+  user.id = db_->LastInsertRowId();
+  return user;
+}
+
+absl::StatusOr<UserRecord> SqliteStore::GetUser(int64_t id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("SELECT id, username, password_hash, admin, created_at FROM users WHERE id = ?"));
+  st->Bind(1, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no user with id ", id));
+  UserRecord user = ReadUser(*st);
+  st->Reset();
+  return user;
+}
+
+absl::StatusOr<UserRecord> SqliteStore::GetUserByName(const std::string& name) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT id, username, password_hash, admin, created_at "
+                                     "FROM users WHERE username = ?"));
+  st->Bind(1, name);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no user named \"", name, "\""));
+  UserRecord user = ReadUser(*st);
+  st->Reset();
+  return user;
+}
+
+absl::StatusOr<std::vector<UserRecord>> SqliteStore::ListUsers() {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("SELECT id, username, password_hash, admin, created_at FROM users ORDER BY id"));
+  std::vector<UserRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back(ReadUser(*st));
+  }
+  return out;
+}
+
+// ---- tokens ----
+
+absl::Status SqliteStore::PutToken(const TokenRecord& token) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("INSERT OR REPLACE INTO tokens "
+                                     "(hash, kind, user_id, job_id, created_at, expires_at) "
+                                     "VALUES (?, ?, ?, ?, ?, ?)"));
+  st->Bind(1, token.hash).Bind(2, TokenKindName(token.kind)).Bind(3, token.user_id);
+  st->Bind(4, token.job_id).Bind(5, token.created_at).Bind(6, token.expires_at);
+  return st->Run();
+}
+
+absl::StatusOr<TokenRecord> SqliteStore::GetToken(const std::string& hash, int64_t now) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT hash, kind, user_id, job_id, created_at, expires_at "
+                                     "FROM tokens WHERE hash = ?"));
+  st->Bind(1, hash);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError("unknown token");
+  TokenRecord t;
+  t.hash = st->ColumnText(0);
+  KILN_ASSIGN_OR_RETURN(t.kind, ParseTokenKind(st->ColumnText(1)));
+  t.user_id = st->ColumnOptionalInt(2);
+  t.job_id = st->ColumnOptionalInt(3);
+  t.created_at = st->ColumnInt(4);
+  t.expires_at = st->ColumnOptionalInt(5);
+  st->Reset();
+  if (t.expires_at && *t.expires_at <= now) return absl::NotFoundError("token expired");
+  return t;
+}
+
+absl::Status SqliteStore::DeleteToken(const std::string& hash) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare("DELETE FROM tokens WHERE hash = ?"));
+  st->Bind(1, hash);
+  return st->Run();
+}
+
+absl::Status SqliteStore::DeleteJobTokens(int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("DELETE FROM tokens WHERE job_id = ? AND kind = 'task'"));
+  st->Bind(1, job_id);
+  return st->Run();
+}
+
+// ---- packages ----
+
+absl::Status SqliteStore::PutPackage(const PackageRecord& p) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("INSERT OR IGNORE INTO packages (id, name, kind, size, "
+                                     "created_at) VALUES (?, ?, ?, ?, ?)"));
+  st->Bind(1, p.id).Bind(2, p.name).Bind(3, p.kind).Bind(4, p.size).Bind(5, p.created_at);
+  return st->Run();
+}
+
+absl::StatusOr<PackageRecord> SqliteStore::GetPackage(const std::string& id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("SELECT id, name, kind, size, created_at FROM packages WHERE id = ?"));
+  st->Bind(1, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) {
+    return absl::NotFoundError(
+        absl::StrCat("no package \"", id, "\"; upload it with POST /api/v1/packages first"));
+  }
+  PackageRecord p;
+  p.id = st->ColumnText(0);
+  p.name = st->ColumnText(1);
+  p.kind = st->ColumnText(2);
+  p.size = st->ColumnInt(3);
+  p.created_at = st->ColumnInt(4);
+  st->Reset();
+  return p;
+}
+
+// ---- jobs ----
+
+absl::Status SqliteStore::InsertEvent(const EventRecord& e) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT INTO job_events (job_id, time, type, message) VALUES (?, ?, ?, ?)"));
+  st->Bind(1, e.job_id).Bind(2, e.time).Bind(3, e.type).Bind(4, e.message);
+  return st->Run();
+}
+
+absl::StatusOr<JobRecord> SqliteStore::CreateJob(JobRecord job, const EventRecord& event) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT INTO jobs (name, user_id, state, spec, created_at) VALUES (?, ?, ?, ?, ?)"));
+  st->Bind(1, job.name).Bind(2, job.user_id).Bind(3, JobStateName(job.state));
+  st->Bind(4, job.spec_json).Bind(5, job.created_at);
+  KILN_RETURN_IF_ERROR(st->Run());
+  job.id = db_->LastInsertRowId();
+  EventRecord e = event;
+  e.job_id = job.id;
+  KILN_RETURN_IF_ERROR(InsertEvent(e));
+  KILN_RETURN_IF_ERROR(txn.Commit());
+  return job;
+}
+
+absl::StatusOr<JobRecord> SqliteStore::GetJob(int64_t id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kJobColumns,
+                                                  " FROM jobs j JOIN users u ON u.id = j.user_id "
+                                                  "WHERE j.id = ?")));
+  st->Bind(1, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no job with id ", id));
+  auto job = ReadJob(*st);
+  st->Reset();
+  return job;
+}
+
+absl::StatusOr<std::vector<JobRecord>> SqliteStore::ListJobs(const JobFilter& filter) {
+  std::string sql = absl::StrCat("SELECT ", kJobColumns,
+                                 " FROM jobs j JOIN users u ON u.id = j.user_id WHERE 1");
+  if (filter.user_id) sql += " AND j.user_id = ?1";
+  if (filter.before_id) sql += " AND j.id < ?2";
+  if (!filter.states.empty()) {
+    sql += " AND j.state IN (";
+    for (size_t i = 0; i < filter.states.size(); ++i) {
+      absl::StrAppend(&sql, i ? ", " : "", "'", std::string(JobStateName(filter.states[i])), "'");
+    }
+    sql += ")";
+  }
+  sql += " ORDER BY j.id DESC LIMIT ?3";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  if (filter.user_id) st->Bind(1, *filter.user_id);
+  if (filter.before_id) st->Bind(2, *filter.before_id);
+  st->Bind(3, filter.limit);
+  std::vector<JobRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    KILN_ASSIGN_OR_RETURN(JobRecord job, ReadJob(*st));
+    out.push_back(std::move(job));
+  }
+  return out;
+}
+
+absl::Status SqliteStore::UpdateJob(const JobRecord& job, const std::optional<EventRecord>& event) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("UPDATE jobs SET state = ?, agent_id = ?, exit_code = ?, signal = ?, "
+                   "reason = ?, kill_requested = ?, scheduled_at = ?, started_at = ?, "
+                   "finished_at = ? WHERE id = ?"));
+  st->Bind(1, JobStateName(job.state)).Bind(2, job.agent_id).Bind(3, job.exit_code);
+  st->Bind(4, job.signal).Bind(5, job.reason).Bind(6, job.kill_requested ? 1 : 0);
+  st->Bind(7, job.scheduled_at).Bind(8, job.started_at).Bind(9, job.finished_at);
+  st->Bind(10, job.id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no job with id ", job.id));
+  if (event) KILN_RETURN_IF_ERROR(InsertEvent(*event));
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<EventRecord>> SqliteStore::ListEvents(int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT job_id, time, type, message FROM job_events "
+                                     "WHERE job_id = ? ORDER BY id"));
+  st->Bind(1, job_id);
+  std::vector<EventRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back({st->ColumnInt(0), st->ColumnInt(1), st->ColumnText(2), st->ColumnText(3)});
+  }
+  return out;
+}
+
+// ---- tracking ----
+
+absl::Status SqliteStore::SetOffset(int64_t job_id, const std::string& stream, int64_t offset) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("INSERT INTO stream_offsets (job_id, stream, offset) "
+                                     "VALUES (?, ?, ?) ON CONFLICT (job_id, stream) "
+                                     "DO UPDATE SET offset = excluded.offset"));
+  st->Bind(1, job_id).Bind(2, stream).Bind(3, offset);
+  return st->Run();
+}
+
+absl::Status SqliteStore::InsertMetricPoints(int64_t job_id,
+                                             const std::vector<MetricPoint>& points) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("INSERT INTO metric_points (job_id, name, grp, step, value, "
+                                     "time) VALUES (?, ?, ?, ?, ?, ?)"));
+  for (const MetricPoint& p : points) {
+    st->Reset();
+    st->Bind(1, job_id).Bind(2, p.name).Bind(3, p.group).Bind(4, p.step).Bind(5, p.value);
+    st->Bind(6, p.time);
+    KILN_RETURN_IF_ERROR(st->Run());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<int64_t> SqliteStore::AppendTaskOutput(int64_t job_id, const TaskOutput& output) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(auto stored, GetStreamOffsets(job_id));
+  for (const auto& [stream, expected] : output.expected_offsets) {
+    auto it = stored.find(stream);
+    int64_t have = it == stored.end() ? 0 : it->second;
+    if (have != expected) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "stream ", stream, " of job ", job_id, " is at offset ", have, ", not ", expected));
+    }
+  }
+  KILN_ASSIGN_OR_RETURN(int64_t seq, GetLastLogSeq(job_id));
+  if (!output.lines.empty()) {
+    KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                          db_->Prepare("INSERT INTO log_lines (job_id, seq, time, stream, text) "
+                                       "VALUES (?, ?, ?, ?, ?)"));
+    for (const LogLine& line : output.lines) {
+      st->Reset();
+      st->Bind(1, job_id).Bind(2, ++seq).Bind(3, line.time);
+      st->Bind(4, std::string_view(line.stream == 'e' ? "e" : "o")).Bind(5, line.text);
+      KILN_RETURN_IF_ERROR(st->Run());
+    }
+  }
+  KILN_RETURN_IF_ERROR(InsertMetricPoints(job_id, output.metrics));
+  for (const auto& [stream, offset] : output.offsets) {
+    KILN_RETURN_IF_ERROR(SetOffset(job_id, stream, offset));
+  }
+  KILN_RETURN_IF_ERROR(txn.Commit());
+  return seq;
+}
+
+absl::StatusOr<std::map<std::string, int64_t>> SqliteStore::GetStreamOffsets(int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("SELECT stream, offset FROM stream_offsets WHERE job_id = ?"));
+  st->Bind(1, job_id);
+  std::map<std::string, int64_t> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out[st->ColumnText(0)] = st->ColumnInt(1);
+  }
+  return out;
+}
+
+absl::StatusOr<bool> SqliteStore::AppendMetrics(int64_t job_id, const std::string& writer,
+                                                int64_t seq,
+                                                const std::vector<MetricPoint>& points) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  std::string stream = absl::StrCat("writer:", writer);
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT offset FROM stream_offsets "
+                                     "WHERE job_id = ? AND stream = ?"));
+  st->Bind(1, job_id).Bind(2, stream);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (row && st->ColumnInt(0) >= seq) return false;
+  st->Reset();
+  KILN_RETURN_IF_ERROR(InsertMetricPoints(job_id, points));
+  KILN_RETURN_IF_ERROR(SetOffset(job_id, stream, seq));
+  KILN_RETURN_IF_ERROR(txn.Commit());
+  return true;
+}
+
+absl::StatusOr<std::vector<LogLine>> SqliteStore::GetLogLines(int64_t job_id, int64_t after_seq,
+                                                              int limit) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT seq, time, stream, text FROM log_lines "
+                                     "WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?"));
+  st->Bind(1, job_id).Bind(2, after_seq).Bind(3, limit);
+  std::vector<LogLine> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    std::string stream = st->ColumnText(2);
+    out.push_back({st->ColumnInt(0), st->ColumnInt(1), stream == "e" ? 'e' : 'o',
+                   st->ColumnText(3)});
+  }
+  return out;
+}
+
+absl::StatusOr<int64_t> SqliteStore::GetLastLogSeq(int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT MAX(seq) FROM log_lines WHERE job_id = ?"));
+  st->Bind(1, job_id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  int64_t seq = row && !st->ColumnIsNull(0) ? st->ColumnInt(0) : 0;
+  st->Reset();
+  return seq;
+}
+
+absl::StatusOr<std::vector<MetricPoint>> SqliteStore::GetMetrics(
+    int64_t job_id, const std::optional<std::string>& name) {
+  std::string sql =
+      "SELECT name, grp, step, value, time FROM metric_points WHERE job_id = ?1";
+  if (name) sql += " AND name = ?2";
+  sql += " ORDER BY name, grp, step, rowid";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  st->Bind(1, job_id);
+  if (name) st->Bind(2, *name);
+  std::vector<MetricPoint> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back({st->ColumnText(0), st->ColumnText(1), st->ColumnInt(2), st->ColumnDouble(3),
+                   st->ColumnInt(4)});
+  }
+  return out;
+}
+
+// ---- agents ----
+
+absl::Status SqliteStore::PutAgent(const AgentRecord& a) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT INTO agents (id, hostname, slots, gpus, registered_at, last_seen_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
+                   "hostname = excluded.hostname, slots = excluded.slots, gpus = excluded.gpus, "
+                   "registered_at = excluded.registered_at, last_seen_at = excluded.last_seen_at"));
+  st->Bind(1, a.id).Bind(2, a.hostname).Bind(3, a.slots).Bind(4, a.gpus_json);
+  st->Bind(5, a.registered_at).Bind(6, a.last_seen_at);
+  return st->Run();
+}
+
+absl::StatusOr<std::vector<AgentRecord>> SqliteStore::ListAgents() {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT id, hostname, slots, gpus, registered_at, "
+                                     "last_seen_at FROM agents ORDER BY id"));
+  std::vector<AgentRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    AgentRecord a;
+    a.id = st->ColumnText(0);
+    a.hostname = st->ColumnText(1);
+    a.slots = static_cast<int>(st->ColumnInt(2));
+    a.gpus_json = st->ColumnText(3);
+    a.registered_at = st->ColumnInt(4);
+    a.last_seen_at = st->ColumnInt(5);
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+}  // namespace kiln::store

@@ -1,0 +1,67 @@
+// sqlite_store.h
+//
+// `SqliteStore`, the embedded implementation of `Store`: one SQLite file in WAL mode with
+// foreign keys on and versioned schema migrations applied at open.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "kiln/store/sqlite.h"
+#include "kiln/store/store.h"
+
+namespace kiln::store {
+
+// Not thread-safe: owned and called by the master's loop.
+class SqliteStore final : public Store {
+ public:
+  // Opens or creates the database at `path` (":memory:" for tests) and migrates it to the
+  // newest schema. FailedPrecondition if the file was written by a newer Kiln.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> Open(const std::string& path);
+
+  // The schema version this build writes.
+  static int LatestSchemaVersion();
+
+  absl::StatusOr<UserRecord> CreateUser(UserRecord user) override;
+  absl::StatusOr<UserRecord> GetUser(int64_t id) override;
+  absl::StatusOr<UserRecord> GetUserByName(const std::string& name) override;
+  absl::StatusOr<std::vector<UserRecord>> ListUsers() override;
+
+  absl::Status PutToken(const TokenRecord& token) override;
+  absl::StatusOr<TokenRecord> GetToken(const std::string& hash, int64_t now) override;
+  absl::Status DeleteToken(const std::string& hash) override;
+  absl::Status DeleteJobTokens(int64_t job_id) override;
+
+  absl::Status PutPackage(const PackageRecord& package) override;
+  absl::StatusOr<PackageRecord> GetPackage(const std::string& id) override;
+
+  absl::StatusOr<JobRecord> CreateJob(JobRecord job, const EventRecord& event) override;
+  absl::StatusOr<JobRecord> GetJob(int64_t id) override;
+  absl::StatusOr<std::vector<JobRecord>> ListJobs(const JobFilter& filter) override;
+  absl::Status UpdateJob(const JobRecord& job, const std::optional<EventRecord>& event) override;
+  absl::StatusOr<std::vector<EventRecord>> ListEvents(int64_t job_id) override;
+
+  absl::StatusOr<int64_t> AppendTaskOutput(int64_t job_id, const TaskOutput& output) override;
+  absl::StatusOr<std::map<std::string, int64_t>> GetStreamOffsets(int64_t job_id) override;
+  absl::StatusOr<bool> AppendMetrics(int64_t job_id, const std::string& writer, int64_t seq,
+                                     const std::vector<MetricPoint>& points) override;
+  absl::StatusOr<std::vector<LogLine>> GetLogLines(int64_t job_id, int64_t after_seq,
+                                                   int limit) override;
+  absl::StatusOr<int64_t> GetLastLogSeq(int64_t job_id) override;
+  absl::StatusOr<std::vector<MetricPoint>> GetMetrics(
+      int64_t job_id, const std::optional<std::string>& name) override;
+
+  absl::Status PutAgent(const AgentRecord& agent) override;
+  absl::StatusOr<std::vector<AgentRecord>> ListAgents() override;
+
+ private:
+  explicit SqliteStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
+  absl::Status Migrate();
+  absl::Status InsertEvent(const EventRecord& event);
+  absl::Status InsertMetricPoints(int64_t job_id, const std::vector<MetricPoint>& points);
+  absl::Status SetOffset(int64_t job_id, const std::string& stream, int64_t offset);
+
+  std::unique_ptr<SqliteDb> db_;
+};
+
+}  // namespace kiln::store

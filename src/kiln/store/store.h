@@ -1,0 +1,80 @@
+// store.h
+//
+// `Store`, the durable state of the master behind one narrow interface: SQLite today
+// (sqlite_store.h), PostgreSQL later. Each method is one transaction, so a crash leaves
+// either all of a state change or none of it.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kiln/store/records.h"
+
+namespace kiln::store {
+
+// Implementations need not be thread-safe: the master calls them from its one loop.
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Users. CreateUser: AlreadyExists for a taken name. Get*: NotFound.
+  [[nodiscard]] virtual absl::StatusOr<UserRecord> CreateUser(UserRecord user) = 0;
+  [[nodiscard]] virtual absl::StatusOr<UserRecord> GetUser(int64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<UserRecord> GetUserByName(const std::string& name) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<UserRecord>> ListUsers() = 0;
+
+  // Tokens, looked up by hash. GetToken: NotFound for unknown or expired (at `now`).
+  [[nodiscard]] virtual absl::Status PutToken(const TokenRecord& token) = 0;
+  [[nodiscard]] virtual absl::StatusOr<TokenRecord> GetToken(const std::string& hash,
+                                                             int64_t now) = 0;
+  [[nodiscard]] virtual absl::Status DeleteToken(const std::string& hash) = 0;
+  // Removes the task tokens of a job (when it ends).
+  [[nodiscard]] virtual absl::Status DeleteJobTokens(int64_t job_id) = 0;
+
+  // Packages (metadata; the bytes live in files). PutPackage is idempotent.
+  [[nodiscard]] virtual absl::Status PutPackage(const PackageRecord& package) = 0;
+  [[nodiscard]] virtual absl::StatusOr<PackageRecord> GetPackage(const std::string& id) = 0;
+
+  // Jobs. CreateJob assigns the id and records a creation event in the same transaction.
+  [[nodiscard]] virtual absl::StatusOr<JobRecord> CreateJob(JobRecord job,
+                                                            const EventRecord& event) = 0;
+  [[nodiscard]] virtual absl::StatusOr<JobRecord> GetJob(int64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<JobRecord>> ListJobs(
+      const JobFilter& filter) = 0;
+  // Writes the job's mutable fields (state, agent, exit, reason, times, kill flag) and
+  // appends `event` in one transaction. NotFound if the job does not exist.
+  [[nodiscard]] virtual absl::Status UpdateJob(const JobRecord& job,
+                                               const std::optional<EventRecord>& event) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<EventRecord>> ListEvents(int64_t job_id) = 0;
+
+  // Tracking. AppendTaskOutput stores a batch from an agent: it is applied only if every
+  // stream's stored offset equals `expected_offsets` (else FailedPrecondition naming the
+  // stored offsets, and nothing is written), and returns the seq of the last log line.
+  [[nodiscard]] virtual absl::StatusOr<int64_t> AppendTaskOutput(int64_t job_id,
+                                                                 const TaskOutput& output) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::map<std::string, int64_t>> GetStreamOffsets(
+      int64_t job_id) = 0;
+  // Native metric reports, idempotent per (writer, seq): returns false (and writes
+  // nothing) when `seq` is not above the last stored seq of `writer` for this job.
+  [[nodiscard]] virtual absl::StatusOr<bool> AppendMetrics(
+      int64_t job_id, const std::string& writer, int64_t seq,
+      const std::vector<MetricPoint>& points) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<LogLine>> GetLogLines(int64_t job_id,
+                                                                         int64_t after_seq,
+                                                                         int limit) = 0;
+  [[nodiscard]] virtual absl::StatusOr<int64_t> GetLastLogSeq(int64_t job_id) = 0;
+  // All points of the job, optionally only metric `name`, ordered by name, group, step.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<MetricPoint>> GetMetrics(
+      int64_t job_id, const std::optional<std::string>& name) = 0;
+
+  // Agents seen by this master.
+  [[nodiscard]] virtual absl::Status PutAgent(const AgentRecord& agent) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<AgentRecord>> ListAgents() = 0;
+};
+
+}  // namespace kiln::store
