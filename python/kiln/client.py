@@ -1,0 +1,411 @@
+"""Defines `Client`, a small client of Kiln's native REST API (docs/api.md) for
+notebooks and scripts: submit jobs with their code, watch them, read logs and metrics.
+
+Standard library only (urllib). Every HTTP error becomes a `kiln.KilnError` in one
+place, `Client._request`, through `kiln.errors.error_from_http`.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import http.client
+import io
+import json
+import os
+import shlex
+import socket
+import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+
+from kiln.errors import KilnError, error_from_http
+
+__all__ = ["Client", "TERMINAL_STATES"]
+
+#: Job states after which a job never changes again.
+TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "KILLED"})
+
+_DEFAULT_URL = "http://127.0.0.1:8470"
+_SKIPPED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn"})
+# How long logs(follow=True) keeps reconnecting without receiving anything.
+_FOLLOW_GIVE_UP_S = 120.0
+# A follow stream silent this long is reopened (a half-open connection looks silent).
+_FOLLOW_READ_TIMEOUT_S = 300.0
+
+
+class Client:
+    """A connection to a Kiln master.
+
+    Authentication: a token (``Authorization: Bearer``) if given, else HTTP Basic with
+    user and password, else none.
+
+    Parameters
+    ----------
+    url : str, optional
+        Base URL; defaults to ``KILN_URL``, then ``KILN_MASTER``, then
+        ``http://127.0.0.1:8470``.
+    user, password : str, optional
+        Default to ``KILN_USER`` and ``KILN_PASSWORD``.
+    token : str, optional
+        Defaults to ``KILN_TOKEN``.
+    timeout : float, optional
+        Socket timeout of each request in seconds (30).
+
+    Notes
+    -----
+    Every method raises `KilnError` when the master answers with an error (``status``,
+    ``code`` and ``message`` come from the error body) or cannot be reached (``status``
+    None, ``code`` ``"UNAVAILABLE"``). Not thread-safe to mutate; calls themselves hold
+    no shared state.
+
+    Examples
+    --------
+    >>> c = Client("http://127.0.0.1:8470", user="admin", password="secret")
+    >>> job = c.submit(["python3", "train.py"], package="./fashion_mnist", slots=2)
+    >>> for line in c.logs(job["id"], follow=True):
+    ...     print(line["text"])
+    >>> c.wait(job["id"])["state"]
+    'FINISHED'
+    """
+
+    def __init__(self, url: Optional[str] = None, user: Optional[str] = None,
+                 password: Optional[str] = None, token: Optional[str] = None,
+                 timeout: float = 30.0) -> None:
+        self.url = (url or os.environ.get("KILN_URL") or os.environ.get("KILN_MASTER")
+                    or _DEFAULT_URL).rstrip("/")
+        user = user if user is not None else os.environ.get("KILN_USER")
+        password = password if password is not None else os.environ.get("KILN_PASSWORD")
+        token = token if token is not None else os.environ.get("KILN_TOKEN")
+        self._headers: dict[str, str] = {}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        elif user:
+            pair = f"{user}:{password or ''}".encode("utf-8")
+            self._headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        self.timeout = timeout
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    # ---- transport: the one place HTTP errors are mapped --------------------------
+
+    def _open(self, method: str, path: str, query: Optional[Mapping[str, Any]] = None,
+              body: Optional[bytes] = None, content_type: Optional[str] = None,
+              timeout: Optional[float] = None) -> Any:
+        """Sends a request and returns the open response; raises `KilnError`."""
+        url = self.url + path
+        if query:
+            url += "?" + urllib.parse.urlencode(
+                [(k, v) for k, vs in query.items() if vs is not None
+                 for v in (vs if isinstance(vs, (list, tuple)) else [vs])])
+        headers = dict(self._headers)
+        if content_type:
+            headers["Content-Type"] = content_type
+        request = urllib.request.Request(url, data=body, headers=headers, method=method)
+        try:
+            return urllib.request.urlopen(request, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as e:
+            with e:
+                raise error_from_http(e.code, e.read() or b"", str(e.reason)) from None
+        except (urllib.error.URLError, OSError) as e:
+            reason = getattr(e, "reason", e)
+            raise KilnError(f"cannot reach the Kiln master at {self.url}: {reason}",
+                            code="UNAVAILABLE") from None
+
+    def _request(self, method: str, path: str,
+                 query: Optional[Mapping[str, Any]] = None, json_body: Any = None,
+                 body: Optional[bytes] = None,
+                 content_type: Optional[str] = None) -> Any:
+        """Sends a request and returns the parsed JSON response (None if empty)."""
+        if json_body is not None:
+            body = json.dumps(json_body).encode("utf-8")
+            content_type = "application/json"
+        with self._open(method, path, query, body, content_type) as response:
+            data = response.read()
+        if not data:
+            return None
+        try:
+            return json.loads(data)
+        except ValueError:
+            raise KilnError(f"{method} {path}: the master answered with non-JSON "
+                            f"{data[:200]!r}", status=response.status,
+                            code="INTERNAL") from None
+
+    # ---- jobs -------------------------------------------------------------------
+
+    def submit(self, command: Union[str, Sequence[str]],
+               package: Optional[Union[str, os.PathLike[str]]] = None, slots: int = 1,
+               gpus: int = 0, env: Optional[Mapping[str, str]] = None,
+               config: Optional[Mapping[str, Any]] = None,
+               name: Optional[str] = None) -> dict[str, Any]:
+        """Submits a job, uploading its code first.
+
+        Parameters
+        ----------
+        command : str or sequence of str
+            The command; a string is split like a shell would (``shlex.split``).
+        package : path, optional
+            A folder (sent as a gzip tar of its contents, without ``.git`` and
+            ``__pycache__``; symlinked folders are skipped, symlinked files are sent as
+            files) or a single file. Unpacked into the job's working directory.
+        slots, gpus : int, optional
+            CPU slots (1) and GPUs (0).
+        env : mapping of str to str, optional
+            Extra environment variables.
+        config : mapping, optional
+            Written to ``config.json`` in the working directory.
+        name : str, optional
+            Job name; the master defaults it to the command's first word.
+
+        Returns
+        -------
+        dict
+            The job record (``id``, ``state``, ...).
+
+        Raises
+        ------
+        KilnError
+            E.g. ``INVALID_ARGUMENT`` / ``FAILED_PRECONDITION`` (400) if no agent can
+            ever satisfy the resources.
+        FileNotFoundError
+            If ``package`` does not exist.
+        """
+        argv = shlex.split(command) if isinstance(command, str) else list(command)
+        if not argv:
+            raise ValueError("command must not be empty")
+        spec: dict[str, Any] = {"command": argv,
+                                "resources": {"slots": slots, "gpus": gpus}}
+        if name is not None:
+            spec["name"] = name
+        if env:
+            spec["env"] = {str(k): str(v) for k, v in env.items()}
+        if config is not None:
+            spec["config"] = dict(config)
+        if package is not None:
+            spec["package"] = {"id": self.upload(package)["id"]}
+        return self._request("POST", "/api/v1/jobs", json_body=spec)
+
+    def upload(self, package: Union[str, os.PathLike[str]]) -> dict[str, Any]:
+        """Uploads a code package (see `submit`) and returns its record
+        ``{"id", "name", "kind", "size"}``. Packages are content-addressed, and folders
+        are packed reproducibly, so uploading unchanged code again gives the same id."""
+        path = os.fspath(package)
+        if os.path.isdir(path):
+            data = _pack_folder(path)
+            filename = (os.path.basename(os.path.abspath(path)) or "package") + ".tar.gz"
+            content_type = "application/gzip"
+        elif os.path.isfile(path):
+            with open(path, "rb") as f:
+                data = f.read()
+            filename = os.path.basename(path)
+            content_type = "application/octet-stream"
+        else:
+            raise FileNotFoundError(f"package {path!r} is neither a folder nor a file")
+        return self._request("POST", "/api/v1/packages", query={"name": filename},
+                             body=data, content_type=content_type)
+
+    def job(self, id: Union[int, str]) -> dict[str, Any]:
+        """Returns the job record of job ``id``. Raises `KilnError` (404) if unknown."""
+        return self._request("GET", f"/api/v1/jobs/{_quote(id)}")
+
+    def jobs(self, state: Optional[Union[str, Sequence[str]]] = None,
+             limit: int = 50) -> list[dict[str, Any]]:
+        """Returns up to ``limit`` job records, newest first.
+
+        Parameters
+        ----------
+        state : str or sequence of str, optional
+            Only jobs in these states (``"RUNNING"``, ...).
+        limit : int, optional
+            How many at most (50); pages are followed until that many are found.
+        """
+        out: list[dict[str, Any]] = []
+        page_token: Optional[str] = None
+        while len(out) < limit:
+            query: dict[str, Any] = {"limit": limit - len(out)}
+            if state is not None:
+                query["state"] = [state] if isinstance(state, str) else list(state)
+            if page_token:
+                query["page_token"] = page_token
+            page = self._request("GET", "/api/v1/jobs", query=query)
+            out.extend(page.get("jobs", []))
+            page_token = page.get("next_page_token")
+            if not page_token or not page.get("jobs"):
+                break
+        return out[:limit]
+
+    def kill(self, id: Union[int, str]) -> dict[str, Any]:
+        """Kills job ``id`` (SIGTERM, then SIGKILL after the grace period; a queued job
+        ends at once) and returns its record."""
+        return self._request("POST", f"/api/v1/jobs/{_quote(id)}/kill")
+
+    def events(self, id: Union[int, str]) -> list[dict[str, Any]]:
+        """Returns the job's events ``[{"time", "type", "message"}]``."""
+        return self._request("GET", f"/api/v1/jobs/{_quote(id)}/events").get("events", [])
+
+    def metrics(self, id: Union[int, str],
+                name: Optional[str] = None) -> list[dict[str, Any]]:
+        """Returns the job's metric series
+        ``[{"name", "group", "points": [{"step", "value", "time"}]}]``.
+
+        Parameters
+        ----------
+        name : str, optional
+            Only the series with this metric name.
+        """
+        reply = self._request("GET", f"/api/v1/jobs/{_quote(id)}/metrics",
+                              query={"name": name})
+        return reply.get("series", [])
+
+    def wait(self, id: Union[int, str], poll: float = 0.5,
+             timeout: Optional[float] = None) -> dict[str, Any]:
+        """Blocks until job ``id`` is FINISHED, FAILED or KILLED; returns its record.
+
+        Raises
+        ------
+        TimeoutError
+            If ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.job(id)
+            if record.get("state") in TERMINAL_STATES:
+                return record
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise TimeoutError(f"job {id} still {record.get('state')} after "
+                                   f"{timeout} s")
+            time.sleep(poll)
+
+    # ---- logs -------------------------------------------------------------------
+
+    def logs(self, id: Union[int, str], follow: bool = False,
+             after: int = 0) -> Iterator[dict[str, Any]]:
+        """Yields the job's log lines ``{"seq", "time", "stream", "text"}`` in order.
+
+        Parameters
+        ----------
+        follow : bool, optional
+            False (default): the lines there are now, then stop. True: stream new lines
+            until the job has ended and every line was returned; a dropped connection
+            (e.g. a master restart) is resumed after the last line received, so no
+            line is repeated or lost. Gives up with `KilnError` after
+            120 s of failed reconnects.
+        after : int, optional
+            Start after this line seq (0: from the first line).
+        """
+        if not follow:
+            while True:
+                lines, after, done = self._log_page(id, after)
+                yield from lines
+                if done or not lines:
+                    return
+        last = after
+        failing_since: Optional[float] = None
+        backoff = 0.2
+        while True:
+            try:
+                with self._open("GET", f"/api/v1/jobs/{_quote(id)}/logs",
+                                query={"follow": "true", "after": last},
+                                timeout=_FOLLOW_READ_TIMEOUT_S) as stream:
+                    for raw in stream:
+                        raw = raw.strip()
+                        if not raw:
+                            continue
+                        line = json.loads(raw)
+                        seq = line.get("seq")
+                        if isinstance(seq, int):
+                            if seq <= last:
+                                continue
+                            last = seq
+                        failing_since, backoff = None, 0.2
+                        yield line
+                # The stream ended cleanly: the job ended, unless the master closed
+                # it early (restart, proxy timeout). Catch up by pages and ask.
+                while True:
+                    lines, last, done = self._log_page(id, last)
+                    yield from lines
+                    if done:
+                        return
+                    if not lines:
+                        break
+            except socket.timeout:
+                # The job printed nothing for a while; that is not a failure.
+                failing_since = None
+                continue
+            except KilnError as e:
+                if e.status is not None and e.status < 500:
+                    raise
+                failing_since = self._check_follow_failure(id, failing_since, e)
+            except (OSError, ValueError, http.client.HTTPException) as e:
+                # A connection dropped mid-stream, or a line arrived truncated.
+                failing_since = self._check_follow_failure(id, failing_since, e)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    def _check_follow_failure(self, id: Union[int, str], failing_since: Optional[float],
+                              error: BaseException) -> float:
+        """Returns when failures began; raises once they last too long."""
+        now = time.monotonic()
+        if failing_since is None:
+            return now
+        if now - failing_since > _FOLLOW_GIVE_UP_S:
+            raise KilnError(f"lost the log stream of job {id} and could not resume it "
+                            f"for {_FOLLOW_GIVE_UP_S:g} s: {error}", code="UNAVAILABLE")
+        return failing_since
+
+    def _log_page(self, id: Union[int, str],
+                  after: int) -> tuple[list[dict[str, Any]], int, bool]:
+        """Fetches one page of lines after ``after``; returns (lines, new after, done)."""
+        page = self._request("GET", f"/api/v1/jobs/{_quote(id)}/logs",
+                             query={"after": after})
+        lines = [line for line in page.get("lines", [])
+                 if not isinstance(line.get("seq"), int) or line["seq"] > after]
+        seqs = [line["seq"] for line in lines if isinstance(line.get("seq"), int)]
+        nxt = page.get("next")
+        new_after = max([after, *seqs, *([nxt] if isinstance(nxt, int) else [])])
+        return lines, new_after, bool(page.get("done"))
+
+
+def _quote(id: Union[int, str]) -> str:
+    return urllib.parse.quote(str(id), safe="")
+
+
+def _pack_folder(folder: str) -> bytes:
+    """Packs ``folder``'s contents into a reproducible gzip tar, in memory.
+
+    Entries are sorted and have normalized owners and a zero gzip timestamp, so the
+    same files give the same bytes (and the master's content address is stable).
+    """
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT,
+                      dereference=True) as tar:
+        for root, dirs, files in os.walk(folder):
+            dirs[:] = sorted(d for d in dirs if d not in _SKIPPED_DIRS
+                             and not os.path.islink(os.path.join(root, d)))
+            rel_root = os.path.relpath(root, folder)
+            for d in dirs:
+                _add(tar, os.path.join(root, d), os.path.normpath(os.path.join(rel_root, d)))
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                if name.endswith((".pyc", ".pyo")) or not os.path.isfile(path):
+                    continue  # broken links, sockets, fifos
+                _add(tar, path, os.path.normpath(os.path.join(rel_root, name)))
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def _add(tar: tarfile.TarFile, path: str, arcname: str) -> None:
+    info = tar.gettarinfo(path, arcname=arcname)
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    if info.isfile():
+        with open(path, "rb") as f:
+            tar.addfile(info, f)
+    else:
+        tar.addfile(info)
