@@ -1,0 +1,69 @@
+#include "kiln/scheduler/resource_pool.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "kiln/base/testing/status_matchers.h"
+
+namespace kiln::scheduler {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+TEST(ResourcePoolTest, BestFitPacksOntoTheFullestAgentThatFits) {
+  ResourcePool pool;
+  pool.SetAgent("big", 8, {});
+  pool.SetAgent("small", 2, {});
+  auto p = pool.FindPlacement({2, 0});
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->agent_id, "small");
+  KILN_ASSERT_OK(pool.Allocate(1, *p));
+  p = pool.FindPlacement({2, 0});
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->agent_id, "big");
+}
+
+TEST(ResourcePoolTest, ReleaseFreesSlotsAndGpus) {
+  ResourcePool pool;
+  pool.SetAgent("a", 2, {0, 1});
+  auto p = pool.FindPlacement({2, 2});
+  ASSERT_TRUE(p.has_value());
+  EXPECT_THAT(p->gpu_indices, ElementsAre(0, 1));
+  KILN_ASSERT_OK(pool.Allocate(1, *p));
+  EXPECT_FALSE(pool.FindPlacement({1, 0}).has_value());
+  pool.Release(1);
+  EXPECT_TRUE(pool.FindPlacement({1, 1}).has_value());
+}
+
+TEST(ResourcePoolTest, AllocateRefusesMoreThanTheAgentHasFree) {
+  ResourcePool pool;
+  pool.SetAgent("a", 1, {});
+  KILN_ASSERT_OK(pool.Allocate(1, {"a", 1, {}}));
+  EXPECT_THAT(pool.Allocate(2, {"a", 1, {}}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("0 free slots")));
+  EXPECT_THAT(pool.Allocate(3, {"nope", 1, {}}),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("not registered")));
+}
+
+TEST(ResourcePoolTest, UnsatisfiableRequestsNameTheLargestAgent) {
+  ResourcePool pool;
+  KILN_EXPECT_OK(pool.CheckSatisfiable({64, 8}));  // no agents yet: one may come
+  pool.SetAgent("a", 2, {});
+  EXPECT_THAT(pool.CheckSatisfiable({1, 1}),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       HasSubstr("largest agent has 2 slots and 0 GPUs")));
+  KILN_EXPECT_OK(pool.CheckSatisfiable({2, 0}));
+}
+
+TEST(ResourcePoolTest, RemovingAnAgentReportsItsJobs) {
+  ResourcePool pool;
+  pool.SetAgent("a", 4, {});
+  KILN_ASSERT_OK(pool.Allocate(1, {"a", 1, {}}));
+  KILN_ASSERT_OK(pool.Allocate(2, {"a", 1, {}}));
+  EXPECT_THAT(pool.RemoveAgent("a"), ElementsAre(1, 2));
+  EXPECT_FALSE(pool.AllocationOf(1).has_value());
+}
+
+}  // namespace
+}  // namespace kiln::scheduler
