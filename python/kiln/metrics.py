@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import http.client
 import json
 import math
 import numbers
@@ -29,7 +30,6 @@ import uuid
 import weakref
 from typing import Any, Deque, Mapping, Optional
 
-from kiln.context import context
 from kiln.errors import KilnError, error_from_http
 
 __all__ = ["Reporter", "report", "flush", "default_reporter"]
@@ -107,14 +107,15 @@ class Reporter:
                  flush_interval: float = 0.5, max_batch_points: int = 1000,
                  max_buffer_points: int = 1_000_000, max_backoff: float = 5.0,
                  request_timeout: float = 10.0) -> None:
-        ctx = context()
-        self._master = (master if master is not None else ctx.master or "").rstrip("/")
-        job = job_id if job_id is not None else ctx.job_id
-        self._job_id = str(job) if job is not None and str(job) else ""
-        self._token = token if token is not None else ctx.token
+        env = os.environ
+        self._master = (master if master is not None else
+                        env.get("KILN_MASTER", "")).rstrip("/")
+        job = job_id if job_id is not None else env.get("KILN_JOB_ID", "")
+        self._job_id = str(job)
+        self._token = token if token is not None else env.get("KILN_TOKEN") or None
         self.enabled = bool(self._master and self._job_id)
         self._fixed_writer = writer
-        self._task_id = ctx.task_id
+        self._task_id = env.get("KILN_TASK_ID") or None
         if max_batch_points < 1 or max_buffer_points < max_batch_points:
             raise ValueError("need 1 <= max_batch_points <= max_buffer_points")
         self._flush_interval = flush_interval
@@ -145,6 +146,7 @@ class Reporter:
         self._closed = False
         self._thread: Optional[threading.Thread] = None
         self._warned_overflow = False
+        self._warned_unexpected = False
         self._warned_statuses: set[int] = set()
         self.last_error: Optional[KilnError] = None
         self._stats = {"batches_sent": 0, "points_sent": 0, "retries": 0,
@@ -344,10 +346,15 @@ class Reporter:
                 if 400 <= status < 500 and status not in (408, 429):
                     self._reject(batch, error)
                     return
-            except (OSError, ValueError):
+            except (OSError, ValueError, http.client.HTTPException):
                 # URLError, connection refused/reset, timeouts, half-read responses:
                 # the master may be restarting. Retry with the same seq.
                 pass
+            except Exception as e:  # noqa: BLE001 - the sender thread must not die
+                if not self._warned_unexpected:
+                    self._warned_unexpected = True
+                    print(f"kiln: unexpected error sending metrics ({e!r}); retrying",
+                          file=sys.stderr, flush=True)
             with self._cond:
                 self._stats["retries"] += 1
             time.sleep(backoff)

@@ -65,7 +65,8 @@ class RecordingServer:
     batch whose seq is not above the last stored seq of its writer is acknowledged
     and ignored. ``script`` holds what to do with the next requests: an int status to
     answer (with a Kiln error body) without storing, or ``"drop"`` to store the batch
-    and then close the connection without answering. ``canned`` maps a GET path to the
+    and then close the connection without answering (``"truncate"``: after half an
+    answer). ``canned`` maps a GET path to the
     JSON to answer (for client tests).
     """
 
@@ -139,12 +140,18 @@ class RecordingServer:
                 if not mine or batch["seq"] > mine[-1][0]:
                     mine.extend((batch["seq"], r) for r in batch["reports"])
                 reply = {"accepted": sum(len(r["metrics"]) for r in batch["reports"])}
-                if action == "drop":
+                if action in ("drop", "truncate"):
                     status = None
             else:
                 status, reply = 404, {"error": {"code": "NOT_FOUND",
                                                 "message": f"no route {route}"}}
             self.requests.append(Request(method, h.path, dict(h.headers), body, status))
+        if status is None and action == "truncate":
+            h.send_response(200)
+            h.send_header("Content-Length", "100")
+            h.end_headers()
+            h.wfile.write(b'{"acc')
+            h.wfile.flush()
         if status is None:
             h.close_connection = True
             h.connection.shutdown(2)

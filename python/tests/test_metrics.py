@@ -171,9 +171,10 @@ def test_survives_the_server_going_down_and_coming_back(server):
     reporter.close()
 
 
-def test_an_unanswered_batch_is_resent_with_its_seq_and_stored_once(server):
+@pytest.mark.parametrize("failure", ["drop", "truncate"])
+def test_an_unanswered_batch_is_resent_with_its_seq_and_stored_once(server, failure):
     # The master stores the batch but the answer is lost: the retry must be a no-op.
-    server.script = ["drop"]
+    server.script = [failure]
     reporter = make_reporter(server)
     for step in range(5):
         reporter.report(step, {"loss": 1.0})
