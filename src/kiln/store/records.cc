@@ -4,7 +4,7 @@
 
 namespace kiln::store {
 
-std::string_view TokenKindName(TokenKind kind) {
+const char* TokenKindName(TokenKind kind) {
   switch (kind) {
     case TokenKind::kSession:
       return "session";
@@ -16,7 +16,7 @@ std::string_view TokenKindName(TokenKind kind) {
   return "session";
 }
 
-std::string_view JobStateName(JobState state) {
+const char* JobStateName(JobState state) {
   switch (state) {
     case JobState::kQueued:
       return "QUEUED";

@@ -25,7 +25,7 @@ struct UserRecord {
 };
 
 enum class TokenKind { kSession, kTask, kAgent };
-std::string_view TokenKindName(TokenKind kind);
+const char* TokenKindName(TokenKind kind);
 
 struct TokenRecord {
   std::string hash;             // SHA-256 hex of the token; the token itself is never stored
@@ -45,7 +45,7 @@ struct PackageRecord {
 };
 
 enum class JobState { kQueued, kScheduled, kRunning, kFinished, kFailed, kKilled };
-std::string_view JobStateName(JobState state);
+const char* JobStateName(JobState state);
 absl::StatusOr<JobState> ParseJobState(std::string_view name);
 bool IsTerminal(JobState state);
 
@@ -65,6 +65,7 @@ struct JobRecord {
   std::optional<int64_t> scheduled_at;
   std::optional<int64_t> started_at;
   std::optional<int64_t> finished_at;
+  std::string allocation_json;  // where it runs: {"slots": 1, "gpus": [0]}; "" when not placed
 };
 
 struct JobFilter {

@@ -55,6 +55,7 @@ CREATE TABLE jobs (
   signal INTEGER,
   reason TEXT NOT NULL DEFAULT '',
   kill_requested INTEGER NOT NULL DEFAULT 0,
+  allocation TEXT NOT NULL DEFAULT '',
   created_at INTEGER NOT NULL,
   scheduled_at INTEGER,
   started_at INTEGER,
@@ -100,7 +101,8 @@ constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 
 const char kJobColumns[] =
     "j.id, j.name, j.user_id, u.username, j.state, j.spec, j.agent_id, j.exit_code, j.signal, "
-    "j.reason, j.kill_requested, j.created_at, j.scheduled_at, j.started_at, j.finished_at";
+    "j.reason, j.kill_requested, j.created_at, j.scheduled_at, j.started_at, j.finished_at, "
+    "j.allocation";
 
 absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
   JobRecord job;
@@ -119,6 +121,7 @@ absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
   job.scheduled_at = st.ColumnOptionalInt(12);
   job.started_at = st.ColumnOptionalInt(13);
   job.finished_at = st.ColumnOptionalInt(14);
+  job.allocation_json = st.ColumnText(15);
   return job;
 }
 
@@ -373,11 +376,11 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& job, const std::optional<Ev
       SqliteStatement * st,
       db_->Prepare("UPDATE jobs SET state = ?, agent_id = ?, exit_code = ?, signal = ?, "
                    "reason = ?, kill_requested = ?, scheduled_at = ?, started_at = ?, "
-                   "finished_at = ? WHERE id = ?"));
+                   "finished_at = ?, allocation = ? WHERE id = ?"));
   st->Bind(1, JobStateName(job.state)).Bind(2, job.agent_id).Bind(3, job.exit_code);
   st->Bind(4, job.signal).Bind(5, job.reason).Bind(6, job.kill_requested ? 1 : 0);
   st->Bind(7, job.scheduled_at).Bind(8, job.started_at).Bind(9, job.finished_at);
-  st->Bind(10, job.id);
+  st->Bind(10, job.allocation_json).Bind(11, job.id);
   KILN_RETURN_IF_ERROR(st->Run());
   if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no job with id ", job.id));
   if (event) KILN_RETURN_IF_ERROR(InsertEvent(*event));

@@ -1,0 +1,124 @@
+// job_controller.h
+//
+// `JobController` keeps the life of every job: submission, placement on agents, the
+// state machine QUEUED -> SCHEDULED -> RUNNING -> FINISHED | FAILED | KILLED, kills,
+// agent sessions (register, sync, reports, loss), recovery after a master restart, and
+// ingestion of task output. Every state change is written to the `Store` in one
+// transaction before anyone is told about it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "kiln/api/agent_protocol.h"
+#include "kiln/auth/authenticator.h"
+#include "kiln/base/clock.h"
+#include "kiln/base/json.h"
+#include "kiln/master/job_spec.h"
+#include "kiln/scheduler/resource_pool.h"
+#include "kiln/store/store.h"
+
+namespace kiln::master {
+
+struct JobControllerOptions {
+  // An agent silent this long is lost: its running jobs fail, its scheduled ones requeue.
+  int64_t agent_timeout_micros = int64_t{60} * 1'000'000;
+  // Time between SIGTERM and SIGKILL when a job is killed.
+  int64_t kill_grace_ms = 10'000;
+};
+
+struct LogPage {
+  std::vector<store::LogLine> lines;
+  int64_t next = 0;   // the seq to pass as `after` next time
+  bool done = false;  // the job has ended and every line has been returned
+};
+
+// Not thread-safe: every method runs on the master's loop.
+class JobController {
+ public:
+  JobController(store::Store& store, auth::Authenticator& authenticator, const base::Clock& clock,
+                JobControllerOptions options);
+
+  // Loads unfinished jobs and known agents after a (re)start. Call once, before serving.
+  absl::Status Recover();
+
+  // ---- users ----
+  // Queues a job. FailedPrecondition when no registered agent could ever run it.
+  absl::StatusOr<store::JobRecord> Submit(const auth::Principal& who, JobSpec spec);
+  // Kills a job: queued or scheduled jobs end at once, running ones are signalled.
+  // FailedPrecondition if it has already ended.
+  absl::StatusOr<store::JobRecord> Kill(const auth::Principal& who, int64_t job_id);
+  // NotFound also for jobs `who` may not see, so ids of others' jobs are not revealed.
+  absl::StatusOr<store::JobRecord> GetJob(const auth::Principal& who, int64_t job_id);
+  absl::StatusOr<std::vector<store::JobRecord>> ListJobs(const auth::Principal& who,
+                                                         store::JobFilter filter);
+  absl::StatusOr<LogPage> GetLogs(const auth::Principal& who, int64_t job_id, int64_t after,
+                                  int limit);
+  // Stores a native metrics batch (docs/api.md). Returns the number of points accepted
+  // (0 for a duplicate batch).
+  absl::StatusOr<int> IngestMetrics(const auth::Principal& who, int64_t job_id,
+                                    const base::Json& body);
+
+  // ---- agents ----
+  absl::StatusOr<api::RegisterReply> RegisterAgent(const api::AgentHello& hello);
+  // What `agent_id` should do now; an empty reply means nothing (the caller may wait).
+  // NotFound for an agent that has not registered (it must register again).
+  absl::StatusOr<api::SyncReply> SyncAgent(const std::string& agent_id,
+                                           const api::SyncRequest& request);
+  absl::StatusOr<api::ReportReply> ApplyReport(const std::string& agent_id,
+                                               const api::AgentReport& report);
+  // Declares lost the agents silent for longer than the timeout. Call about once a second.
+  void SweepAgents();
+
+  // Observers, set once by the API layer. `on_agent_work(agent_id)` fires when an agent
+  // has something new to do; `on_job_output(job_id)` when a job has new log lines or ended.
+  void SetObservers(std::function<void(const std::string&)> on_agent_work,
+                    std::function<void(int64_t)> on_job_output);
+
+  // Cluster view for `GET /api/v1/agents`.
+  base::Json DescribeAgents() const;
+
+ private:
+  struct ActiveJob {
+    store::JobRecord record;
+    JobSpec spec;
+  };
+  struct AgentSession {
+    api::AgentHello hello;
+    int64_t last_seen = 0;
+    bool registered = false;  // false: known from before a restart, not back yet
+  };
+
+  absl::StatusOr<ActiveJob*> FindAccessible(const auth::Principal& who, int64_t job_id);
+  // Writes `job` and an event of `type` with `message`, then updates the in-memory copy.
+  absl::Status Transition(ActiveJob& job, std::string type, std::string message);
+  absl::Status Finish(ActiveJob& job, store::JobState state, std::string reason,
+                      std::optional<int> exit_code, std::optional<int> signal,
+                      std::optional<int64_t> finished_at);
+  void Schedule();
+  absl::StatusOr<api::TaskSpec> BuildTaskSpec(ActiveJob& job);
+  void LoseAgent(const std::string& agent_id, const std::string& why);
+  absl::StatusOr<api::TaskAck> ApplyTaskReport(const std::string& agent_id,
+                                               const api::TaskReport& report);
+  api::StreamOffsets OffsetsOf(int64_t job_id);
+  void NotifyAgent(const std::string& agent_id);
+  void NotifyOutput(int64_t job_id);
+
+  store::Store& store_;
+  auth::Authenticator& auth_;
+  const base::Clock& clock_;
+  JobControllerOptions options_;
+  scheduler::ResourcePool pool_;
+  std::map<int64_t, ActiveJob> active_;  // unfinished jobs by id (= submission order)
+  std::map<std::string, AgentSession> agents_;
+  std::function<void(const std::string&)> on_agent_work_;
+  std::function<void(int64_t)> on_job_output_;
+};
+
+}  // namespace kiln::master

@@ -1,0 +1,151 @@
+#include "kiln/master/job_spec.h"
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "kiln/base/status.h"
+
+namespace kiln::master {
+namespace {
+
+constexpr size_t kMaxArgs = 4096;
+constexpr size_t kMaxArgBytes = 128 << 10;
+constexpr int kMaxSlots = 4096;
+constexpr int kMaxGpus = 256;
+
+bool IsEnvName(const std::string& name) {
+  if (name.empty() || name.size() > 256) return false;
+  for (size_t i = 0; i < name.size(); ++i) {
+    char c = name[i];
+    bool alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+    bool digit = c >= '0' && c <= '9';
+    if (!(alpha || (i > 0 && digit))) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
+  if (!body.is_object()) {
+    return absl::InvalidArgumentError("the job request must be a JSON object (see docs/api.md)");
+  }
+  static const char* const kKnown[] = {"name", "command", "package", "resources", "env", "config"};
+  for (auto it = body.begin(); it != body.end(); ++it) {
+    bool known = false;
+    for (const char* k : kKnown) known = known || it.key() == k;
+    if (!known) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown field \"", it.key(),
+          "\" in the job request; known fields: name, command, package, resources, env, config"));
+    }
+  }
+  JobSpec spec;
+  KILN_ASSIGN_OR_RETURN(spec.command, base::GetStringListOr(body, "command", {}));
+  if (spec.command.empty() || spec.command[0].empty()) {
+    return absl::InvalidArgumentError(
+        "field \"command\" must be a non-empty list of strings, e.g. [\"python3\", \"train.py\"]");
+  }
+  if (spec.command.size() > kMaxArgs) {
+    return absl::InvalidArgumentError(absl::StrCat("field \"command\" has ", spec.command.size(),
+                                                   " arguments; the limit is ", kMaxArgs));
+  }
+  for (const std::string& arg : spec.command) {
+    if (arg.size() > kMaxArgBytes || arg.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          "a command argument is longer than 128 KiB or contains a NUL byte");
+    }
+  }
+  std::string default_name = spec.command[0];
+  if (auto slash = default_name.rfind('/'); slash != std::string::npos) {
+    default_name = default_name.substr(slash + 1);
+  }
+  KILN_ASSIGN_OR_RETURN(spec.name, base::GetStringOr(body, "name", default_name));
+  if (spec.name.size() > 200) {
+    return absl::InvalidArgumentError("field \"name\" must be at most 200 characters");
+  }
+
+  if (body.contains("package") && !body["package"].is_null()) {
+    const base::Json& pkg = body["package"];
+    if (!pkg.is_object()) {
+      return absl::InvalidArgumentError(
+          "field \"package\" must be {\"id\": \"sha256-...\"} or {\"path\": \"/shared/dir\"}");
+    }
+    PackageRef ref;
+    KILN_ASSIGN_OR_RETURN(ref.id, base::GetStringOr(pkg, "id", ""));
+    KILN_ASSIGN_OR_RETURN(ref.path, base::GetStringOr(pkg, "path", ""));
+    if (ref.id.empty() == ref.path.empty()) {
+      return absl::InvalidArgumentError(
+          "field \"package\" needs exactly one of \"id\" (an uploaded package) or \"path\" (a "
+          "folder on a shared filesystem)");
+    }
+    if (!ref.id.empty() && !absl::StartsWith(ref.id, "sha256-")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "package id \"", ref.id, "\" is not a Kiln package id; upload with POST /api/v1/packages"));
+    }
+    if (!ref.path.empty() && ref.path[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat("package path \"", ref.path, "\" must be absolute"));
+    }
+    spec.package = ref;
+  }
+
+  if (body.contains("resources") && !body["resources"].is_null()) {
+    const base::Json& res = body["resources"];
+    if (!res.is_object()) {
+      return absl::InvalidArgumentError("field \"resources\" must be {\"slots\": N, \"gpus\": N}");
+    }
+    KILN_ASSIGN_OR_RETURN(int64_t slots, base::GetIntOr(res, "slots", 1));
+    KILN_ASSIGN_OR_RETURN(int64_t gpus, base::GetIntOr(res, "gpus", 0));
+    if (slots < 1 || slots > kMaxSlots) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resources.slots must be between 1 and ", kMaxSlots, ", got ", slots));
+    }
+    if (gpus < 0 || gpus > kMaxGpus) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("resources.gpus must be between 0 and ", kMaxGpus, ", got ", gpus));
+    }
+    spec.resources = {static_cast<int>(slots), static_cast<int>(gpus)};
+  }
+
+  KILN_ASSIGN_OR_RETURN(spec.env, base::GetStringMapOr(body, "env"));
+  for (const auto& [name, value] : spec.env) {
+    if (!IsEnvName(name)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "env name \"", name, "\" is not a valid variable name (letters, digits, _)"));
+    }
+    if (absl::StartsWith(name, "KILN_")) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "env name \"", name, "\" is reserved: Kiln sets the KILN_* variables itself"));
+    }
+    if (value.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("env value of ", name, " contains a NUL byte"));
+    }
+  }
+
+  if (body.contains("config") && !body["config"].is_null()) {
+    if (!body["config"].is_object()) {
+      return absl::InvalidArgumentError(
+          "field \"config\" must be an object of hyperparameters, e.g. {\"lr\": 0.01}");
+    }
+    spec.config = body["config"];
+  }
+  return spec;
+}
+
+base::Json JobSpecToJson(const JobSpec& spec) {
+  base::Json j;
+  j["name"] = spec.name;
+  j["command"] = spec.command;
+  if (spec.package) {
+    if (!spec.package->id.empty()) j["package"] = {{"id", spec.package->id}};
+    if (!spec.package->path.empty()) j["package"] = {{"path", spec.package->path}};
+  } else {
+    j["package"] = nullptr;
+  }
+  j["resources"] = {{"slots", spec.resources.slots}, {"gpus", spec.resources.gpus}};
+  j["env"] = spec.env;
+  j["config"] = spec.config;
+  return j;
+}
+
+}  // namespace kiln::master

@@ -1,0 +1,37 @@
+// job_spec.h
+//
+// `JobSpec`, what a user asks to run: command, code package, resources, environment and
+// hyperparameters. Parsed and validated from REST bodies here, stored as JSON in the job
+// record, and turned into the task an agent launches.
+#pragma once
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kiln/base/json.h"
+#include "kiln/scheduler/resource_pool.h"
+
+namespace kiln::master {
+
+struct PackageRef {
+  std::string id;    // an uploaded package ("sha256-..."), or
+  std::string path;  // a folder on a filesystem shared with the agents
+};
+
+struct JobSpec {
+  std::string name;
+  std::vector<std::string> command;
+  std::optional<PackageRef> package;
+  scheduler::Resources resources;
+  std::map<std::string, std::string> env;
+  base::Json config = base::Json::object();  // written to config.json
+};
+
+// Validates a job request body (docs/api.md). InvalidArgument naming the field and the fix.
+absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body);
+base::Json JobSpecToJson(const JobSpec& spec);
+
+}  // namespace kiln::master
