@@ -140,9 +140,13 @@ void Agent::Start() {
   report_thread_ = std::thread([this] { ReportLoop(); });
 }
 
-void Agent::Stop() {
-  if (stopping_.exchange(true)) return;
+void Agent::RequestStop() {
+  stopping_ = true;
   Wake();
+}
+
+void Agent::Stop() {
+  RequestStop();
   if (control_thread_.joinable()) control_thread_.join();
   if (report_thread_.joinable()) report_thread_.join();
 }

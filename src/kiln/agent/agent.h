@@ -45,7 +45,11 @@ class Agent {
   ~Agent();
 
   void Start();
-  // Stops the threads (within about a second). Tasks keep running.
+  // Asks the threads to stop without waiting for them.
+  void RequestStop();
+  // Stops the threads and waits for them. A thread blocked in a long-poll returns when
+  // the master answers it (kilnd answers every held sync when it stops). Tasks keep
+  // running.
   void Stop();
 
   const std::string& agent_id() const { return options_.agent_id; }

@@ -460,7 +460,15 @@ void NativeApi::GetMetrics(HttpRequest& req, Responder res) {
   Json series = Json::array();
   Json* current = nullptr;
   std::string cur_name, cur_group;
-  for (const auto& p : points) {
+  // A workload may report the same point by several paths (say the emetrics file and the
+  // native API): points are ordered by (name, group, step, arrival), and the last
+  // report of a step wins.
+  for (size_t i = 0; i < points.size(); ++i) {
+    const store::MetricPoint& p = points[i];
+    if (i + 1 < points.size() && points[i + 1].name == p.name &&
+        points[i + 1].group == p.group && points[i + 1].step == p.step) {
+      continue;
+    }
     if (current == nullptr || p.name != cur_name || p.group != cur_group) {
       series.push_back({{"name", p.name}, {"group", p.group}, {"points", Json::array()}});
       current = &series.back();
@@ -528,6 +536,12 @@ void NativeApi::AgentSync(HttpRequest& req, Responder res) {
     WakeAgent(p->agent_id);
   });
   parked_[agent_id] = parked;
+}
+
+void NativeApi::ReleaseHeldSyncs() {
+  std::vector<std::string> agents;
+  for (const auto& [id, p] : parked_) agents.push_back(id);
+  for (const std::string& id : agents) WakeAgent(id);
 }
 
 void NativeApi::WakeAgent(const std::string& agent_id) {

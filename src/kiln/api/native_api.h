@@ -37,6 +37,9 @@ class NativeApi {
   // Adds every route to `router`. Also registers the controller observers.
   void Register(net::Router& router);
 
+  // Answers every held agent sync now (at shutdown, so agents are not left waiting).
+  void ReleaseHeldSyncs();
+
  private:
   struct ParkedSync;
   struct LogFollower;

@@ -15,6 +15,7 @@ using store::JobRecord;
 using store::JobState;
 
 constexpr size_t kMaxMetricPointsPerBatch = 200'000;
+constexpr double kMaxMetricTimeSeconds = 1e10;  // the year 2286
 
 base::Json AllocationToJson(const scheduler::Allocation& a) {
   return {{"agent", a.agent_id}, {"slots", a.slots}, {"gpus", a.gpu_indices}};
@@ -221,6 +222,12 @@ absl::StatusOr<int> JobController::IngestMetrics(const auth::Principal& who, int
     KILN_ASSIGN_OR_RETURN(int64_t step, base::GetInt(r, "step"));
     KILN_ASSIGN_OR_RETURN(std::string group, base::GetStringOr(r, "group", "test"));
     KILN_ASSIGN_OR_RETURN(double time_s, base::GetDoubleOr(r, "time", now / 1e6));
+    // Bounded so that the conversion to microseconds below cannot overflow.
+    if (!(time_s >= 0 && time_s < kMaxMetricTimeSeconds)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("\"time\" must be Unix seconds between 0 and ", kMaxMetricTimeSeconds,
+                       ", got ", time_s));
+    }
     if (!r.contains("metrics") || !r["metrics"].is_object()) {
       return absl::InvalidArgumentError("each report needs \"metrics\": {\"name\": number}");
     }
@@ -366,8 +373,28 @@ absl::StatusOr<api::RegisterReply> JobController::RegisterAgent(const api::Agent
     if (!s.ok()) spdlog::warn("job {}: cannot re-allocate on {}: {}", id, hello.agent_id, s.ToString());
   }
 
-  api::RegisterReply reply;
+  // A running job the agent no longer holds (its host rebooted, its data dir was wiped)
+  // will never report again, and the agent keeps syncing so it is never declared lost:
+  // fail it now rather than leave it RUNNING forever. Done after the re-allocation above
+  // so that Finish's rescheduling sees the slots the agent's other jobs still hold.
   std::unordered_set<int64_t> held(hello.tasks.begin(), hello.tasks.end());
+  std::vector<int64_t> vanished;
+  for (const auto& [id, job] : active_) {
+    if (job.record.agent_id == hello.agent_id && job.record.state == JobState::kRunning &&
+        !held.count(id)) {
+      vanished.push_back(id);
+    }
+  }
+  for (int64_t id : vanished) {
+    absl::Status s = Finish(active_[id], JobState::kFailed,
+                            absl::StrCat("agent ", hello.agent_id,
+                                         " registered again without this task; its exit status "
+                                         "is unknown"),
+                            std::nullopt, std::nullopt, std::nullopt);
+    if (!s.ok()) spdlog::error("job {}: {}", id, s.ToString());
+  }
+
+  api::RegisterReply reply;
   for (int64_t id : hello.tasks) {
     auto it = active_.find(id);
     bool expected = it != active_.end() && it->second.record.agent_id == hello.agent_id;
@@ -496,9 +523,17 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
   ActiveJob& job = it->second;
   if (!output_ok) return ack;
 
+  // A short task may exit before its first report: record that it ran all the same.
+  if (report.phase != api::TaskPhase::kLaunchFailed && report.started_at &&
+      job.record.state == JobState::kScheduled) {
+    job.record.state = JobState::kRunning;
+    job.record.started_at = *report.started_at;
+    KILN_RETURN_IF_ERROR(Transition(job, "STATE", absl::StrCat("RUNNING on ", agent_id)));
+  }
+
   switch (report.phase) {
     case api::TaskPhase::kRunning:
-      if (job.record.state == JobState::kScheduled) {
+      if (job.record.state == JobState::kScheduled) {  // no start time was reported
         job.record.state = JobState::kRunning;
         job.record.started_at = report.started_at ? *report.started_at : clock_.NowMicros();
         KILN_RETURN_IF_ERROR(Transition(job, "STATE", absl::StrCat("RUNNING on ", agent_id)));

@@ -155,10 +155,15 @@ void Master::Run() {
 void Master::Stop() {
   Impl& m = *impl_;
   boost::asio::post(m.io, [&m]() {
+    // Let the local agent's held long-poll return before the loop stops, so its threads
+    // can be joined at once.
+    if (m.local_agent) m.local_agent->RequestStop();
+    m.api->ReleaseHeldSyncs();
     m.server->Stop();
     if (m.sweep_timer) m.sweep_timer->cancel();
     if (m.signals) m.signals->cancel();
-    m.io.stop();
+    auto drain = std::make_shared<boost::asio::steady_timer>(m.io, std::chrono::milliseconds(200));
+    drain->async_wait([&m, drain](const boost::system::error_code&) { m.io.stop(); });
   });
 }
 
