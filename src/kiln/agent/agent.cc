@@ -307,7 +307,12 @@ absl::Status Agent::PrepareTask(net::HttpClient& client, const api::TaskSpec& sp
     absl::Status s = CopyFolder(spec.package_path, work);
     if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("could not copy the code folder: ", s.message()));
   }
-  KILN_RETURN_IF_ERROR(base::WriteFileAtomically(work + "/config.json", base::DumpJson(spec.config, 2)));
+  // config.json carries the job's hyperparameters; a package's own config.json stays
+  // when the job gives none.
+  std::string config_path = work + "/config.json";
+  if (!spec.config.empty() || !std::filesystem::exists(config_path)) {
+    KILN_RETURN_IF_ERROR(base::WriteFileAtomically(config_path, base::DumpJson(spec.config, 2)));
+  }
   return absl::OkStatus();
 }
 
