@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT / "python"))
 
 import kiln  # noqa: E402
 
-BUILD_DIR = Path(os.environ.get("KILN_BUILD_DIR", ROOT / "build" / "dev"))
+BUILD_DIR = Path(os.environ.get("KILN_BUILD_DIR", ROOT / "build" / "dev")).resolve()
 BIN = BUILD_DIR / "bin"
 ADMIN_PASSWORD = "integration-pass"
 PYTHON = "/usr/bin/python3"
