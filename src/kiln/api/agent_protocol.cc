@@ -1,6 +1,7 @@
 #include "kiln/api/agent_protocol.h"
 
 #include <cmath>
+#include <utility>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -51,6 +52,22 @@ absl::StatusOr<std::vector<int64_t>> IntList(const Json& j, const char* field) {
 std::optional<int64_t> OptInt(const Json& j, const char* field) {
   if (!j.contains(field) || !j[field].is_number_integer()) return std::nullopt;
   return j[field].get<int64_t>();
+}
+
+// A task's config is copied and dumped recursively: refuse nesting deep enough to
+// overflow the stack. The master allows at most 64 levels (master/job_spec.cc).
+constexpr int kMaxConfigDepth = 64;
+
+bool NestedDeeperThan(const Json& root, int limit) {
+  std::vector<std::pair<const Json*, int>> pending = {{&root, 1}};
+  while (!pending.empty()) {
+    auto [json, depth] = pending.back();
+    pending.pop_back();
+    if (!json->is_structured()) continue;
+    if (depth > limit) return true;
+    for (const Json& child : *json) pending.push_back({&child, depth + 1});
+  }
+  return false;
 }
 
 Json OptToJson(const std::optional<int64_t>& v) { return v ? Json(*v) : Json(nullptr); }
@@ -182,7 +199,12 @@ absl::StatusOr<TaskSpec> TaskSpecFromJson(const Json& j) {
   KILN_ASSIGN_OR_RETURN(m.command, base::GetStringListOr(j, "command", {}));
   if (m.command.empty()) return absl::InvalidArgumentError("task has an empty command");
   KILN_ASSIGN_OR_RETURN(m.env, base::GetStringMapOr(j, "env"));
-  if (j.contains("config") && j["config"].is_object()) m.config = j["config"];
+  if (j.contains("config") && j["config"].is_object()) {
+    if (NestedDeeperThan(j["config"], kMaxConfigDepth)) {
+      return absl::InvalidArgumentError("task config is nested too deeply");
+    }
+    m.config = j["config"];
+  }
   KILN_ASSIGN_OR_RETURN(m.package_id, base::GetStringOr(j, "package_id", ""));
   KILN_ASSIGN_OR_RETURN(m.package_kind, base::GetStringOr(j, "package_kind", ""));
   KILN_ASSIGN_OR_RETURN(m.package_name, base::GetStringOr(j, "package_name", ""));

@@ -51,8 +51,7 @@ TEST(AgentProtocolTest, RegisterReplySurvivesARoundTrip) {
   reply.resume[8] = {0, 0};
   reply.forget = {3};
   reply.sync_wait_ms = 1500;
-  KILN_ASSERT_OK_AND_ASSIGN(RegisterReply back,
-                            RegisterReplyFromJson(OverTheWire(ToJson(reply))));
+  KILN_ASSERT_OK_AND_ASSIGN(RegisterReply back, RegisterReplyFromJson(OverTheWire(ToJson(reply))));
   ASSERT_THAT(back.resume, SizeIs(2));
   EXPECT_EQ(back.resume.at(7).log, 120);
   EXPECT_EQ(back.resume.at(7).emetrics, 30);
@@ -105,8 +104,7 @@ TEST(AgentProtocolTest, SyncRequestSurvivesARoundTrip) {
   SyncRequest request;
   request.running = {1, 2, 3};
   request.wait_ms = 0;
-  KILN_ASSERT_OK_AND_ASSIGN(SyncRequest back,
-                            SyncRequestFromJson(OverTheWire(ToJson(request))));
+  KILN_ASSERT_OK_AND_ASSIGN(SyncRequest back, SyncRequestFromJson(OverTheWire(ToJson(request))));
   EXPECT_THAT(back.running, ElementsAre(1, 2, 3));
   EXPECT_EQ(back.wait_ms, 0);
 }
@@ -233,14 +231,13 @@ TEST(AgentProtocolTest, HelloDecoderRefusesWrongTypes) {
               StatusIs(kInvalid, HasSubstr("slots out of range")));
   EXPECT_THAT(AgentHelloFromJson(Json::parse(R"({"agent_id": "a", "slots": 1, "gpus": [3]})")),
               StatusIs(kInvalid, HasSubstr("\"index\"")));
-  EXPECT_THAT(AgentHelloFromJson(
-                  Json::parse(R"({"agent_id": "a", "slots": 1, "gpus": [{"index": "0"}]})")),
-              StatusIs(kInvalid, HasSubstr("\"index\" must be an integer")));
+  EXPECT_THAT(
+      AgentHelloFromJson(Json::parse(R"({"agent_id": "a", "slots": 1, "gpus": [{"index": "0"}]})")),
+      StatusIs(kInvalid, HasSubstr("\"index\" must be an integer")));
   EXPECT_THAT(AgentHelloFromJson(Json::parse(R"({"agent_id": "a", "slots": 1, "tasks": 7})")),
               StatusIs(kInvalid, HasSubstr("field \"tasks\" must be a list")));
-  EXPECT_THAT(
-      AgentHelloFromJson(Json::parse(R"({"agent_id": "a", "slots": 1, "tasks": ["7"]})")),
-      StatusIs(kInvalid, HasSubstr("field \"tasks\" must hold integers")));
+  EXPECT_THAT(AgentHelloFromJson(Json::parse(R"({"agent_id": "a", "slots": 1, "tasks": ["7"]})")),
+              StatusIs(kInvalid, HasSubstr("field \"tasks\" must hold integers")));
 }
 
 TEST(AgentProtocolTest, RegisterReplyDecoderRefusesWrongTypes) {
@@ -265,9 +262,9 @@ TEST(AgentProtocolTest, TaskSpecDecoderRefusesWrongTypes) {
               StatusIs(kInvalid, HasSubstr("\"command\" must be a list of strings")));
   EXPECT_THAT(TaskSpecFromJson(Json::parse(R"({"job_id": 1, "command": ["x"], "env": []})")),
               StatusIs(kInvalid, HasSubstr("\"env\" must be an object of strings")));
-  EXPECT_THAT(TaskSpecFromJson(
-                  Json::parse(R"({"job_id": 1, "command": ["x"], "gpu_indices": [0.5]})")),
-              StatusIs(kInvalid, HasSubstr("\"gpu_indices\" must hold integers")));
+  EXPECT_THAT(
+      TaskSpecFromJson(Json::parse(R"({"job_id": 1, "command": ["x"], "gpu_indices": [0.5]})")),
+      StatusIs(kInvalid, HasSubstr("\"gpu_indices\" must hold integers")));
   EXPECT_THAT(TaskSpecFromJson(Json::parse(R"({"job_id": 1, "command": ["x"], "slots": "1"})")),
               StatusIs(kInvalid, HasSubstr("\"slots\" must be an integer")));
 }
@@ -336,6 +333,22 @@ TEST(AgentProtocolTest, ReportReplyDecoderRefusesWrongTypes) {
               StatusIs(kInvalid, HasSubstr("bad task key")));
   EXPECT_THAT(ReportReplyFromJson(Json::parse(R"({"tasks": {"7": {"done": 1}}})")),
               StatusIs(kInvalid, HasSubstr("\"done\" must be true or false")));
+}
+
+TEST(AgentProtocolTest, TaskSpecDecoderRefusesADeeplyNestedConfig) {
+  // Found by job_request_fuzz: copying this config overflowed the stack. (Built by
+  // parsing, as on the wire: copying it in the test would overflow just the same.)
+  constexpr int kDepth = 500'000;
+  std::string task = absl::StrCat(R"({"job_id": 1, "command": ["x"], "config": {"a": )",
+                                  std::string(kDepth, '['), std::string(kDepth, ']'), "}}");
+  EXPECT_THAT(TaskSpecFromJson(Json::parse(task)),
+              StatusIs(kInvalid, HasSubstr("nested too deeply")));
+  EXPECT_THAT(SyncReplyFromJson(Json::parse(absl::StrCat(R"({"launch": [)", task, "]}"))),
+              StatusIs(kInvalid, HasSubstr("nested too deeply")));
+
+  std::string shallow = absl::StrCat(R"({"job_id": 1, "command": ["x"], "config": {"a": )",
+                                     std::string(63, '['), std::string(63, ']'), "}}");
+  KILN_EXPECT_OK(TaskSpecFromJson(Json::parse(shallow)));
 }
 
 TEST(AgentProtocolTest, DecodersRefuseNonFiniteMetricValues) {

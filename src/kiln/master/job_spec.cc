@@ -1,5 +1,8 @@
 #include "kiln/master/job_spec.h"
 
+#include <utility>
+#include <vector>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/base/status.h"
@@ -11,6 +14,23 @@ constexpr size_t kMaxArgs = 4096;
 constexpr size_t kMaxArgBytes = 128 << 10;
 constexpr int kMaxSlots = 4096;
 constexpr int kMaxGpus = 256;
+// The config is copied, dumped and compared recursively on its way to config.json, so a
+// deeply nested one (a 16 MiB body holds millions of levels) would overflow the stack.
+constexpr int kMaxConfigDepth = 64;
+
+// True if `root` has containers nested more than `limit` deep. Iterative, for the reason
+// above.
+bool NestedDeeperThan(const base::Json& root, int limit) {
+  std::vector<std::pair<const base::Json*, int>> pending = {{&root, 1}};
+  while (!pending.empty()) {
+    auto [json, depth] = pending.back();
+    pending.pop_back();
+    if (!json->is_structured()) continue;
+    if (depth > limit) return true;
+    for (const base::Json& child : *json) pending.push_back({&child, depth + 1});
+  }
+  return false;
+}
 
 bool IsEnvName(const std::string& name) {
   if (name.empty() || name.size() > 256) return false;
@@ -126,6 +146,10 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
     if (!body["config"].is_object()) {
       return absl::InvalidArgumentError(
           "field \"config\" must be an object of hyperparameters, e.g. {\"lr\": 0.01}");
+    }
+    if (NestedDeeperThan(body["config"], kMaxConfigDepth)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("field \"config\" is nested more than ", kMaxConfigDepth, " levels deep"));
     }
     spec.config = body["config"];
   }

@@ -41,12 +41,11 @@ TEST(ParseJobSpecTest, DefaultsTheNameToTheCommandsBasenameWithOneSlotAndNoGpus)
 }
 
 TEST(ParseJobSpecTest, TreatsNullOptionalFieldsAsAbsent) {
-  KILN_ASSERT_OK_AND_ASSIGN(
-      JobSpec spec, ParseJobSpec(Body({{"name", nullptr},
-                                       {"package", nullptr},
-                                       {"resources", nullptr},
-                                       {"env", nullptr},
-                                       {"config", nullptr}})));
+  KILN_ASSERT_OK_AND_ASSIGN(JobSpec spec, ParseJobSpec(Body({{"name", nullptr},
+                                                             {"package", nullptr},
+                                                             {"resources", nullptr},
+                                                             {"env", nullptr},
+                                                             {"config", nullptr}})));
   EXPECT_EQ(spec.name, "python3");
   EXPECT_FALSE(spec.package.has_value());
   EXPECT_EQ(spec.resources.slots, 1);
@@ -84,12 +83,12 @@ TEST(ParseJobSpecTest, AcceptsAnAbsoluteSharedFolderAsThePackage) {
 
 TEST(ParseJobSpecTest, SpecParsesBackFromItsStoredJson) {
   // The master stores JobSpecToJson and parses it again after a restart.
-  KILN_ASSERT_OK_AND_ASSIGN(
-      JobSpec spec, ParseJobSpec(Body({{"name", ""},
-                                       {"package", {{"path", "/shared/code"}}},
-                                       {"resources", {{"slots", 3}, {"gpus", 1}}},
-                                       {"env", {{"A", "1"}}},
-                                       {"config", {{"lr", 0.5}}}})));
+  KILN_ASSERT_OK_AND_ASSIGN(JobSpec spec,
+                            ParseJobSpec(Body({{"name", ""},
+                                               {"package", {{"path", "/shared/code"}}},
+                                               {"resources", {{"slots", 3}, {"gpus", 1}}},
+                                               {"env", {{"A", "1"}}},
+                                               {"config", {{"lr", 0.5}}}})));
   KILN_ASSERT_OK_AND_ASSIGN(JobSpec again, ParseJobSpec(JobSpecToJson(spec)));
   EXPECT_EQ(JobSpecToJson(again), JobSpecToJson(spec));
   EXPECT_EQ(again.name, "");
@@ -218,10 +217,30 @@ TEST(ParseJobSpecTest, RefusesEnvThatIsNotAnObjectOfStrings) {
 }
 
 TEST(ParseJobSpecTest, RefusesAConfigThatIsNotAnObject) {
-  EXPECT_THAT(ParseJobSpec(Body(Json::parse(R"({"config": [1, 2]})"))),
-              StatusIs(kInvalid, HasSubstr("field \"config\" must be an object of hyperparameters")));
+  EXPECT_THAT(
+      ParseJobSpec(Body(Json::parse(R"({"config": [1, 2]})"))),
+      StatusIs(kInvalid, HasSubstr("field \"config\" must be an object of hyperparameters")));
   EXPECT_THAT(ParseJobSpec(Body({{"config", "lr=0.1"}})),
               StatusIs(kInvalid, HasSubstr("\"config\" must be an object")));
+}
+
+// `levels` containers, the config object itself included.
+Json ConfigNested(int levels) {
+  std::string text = R"({"command": ["x"], "config": {"a": )";
+  text += std::string(levels - 1, '[') + std::string(levels - 1, ']') + "}}";
+  return Json::parse(text);
+}
+
+TEST(ParseJobSpecTest, AcceptsAConfigNested64LevelsDeep) {
+  KILN_ASSERT_OK_AND_ASSIGN(JobSpec spec, ParseJobSpec(ConfigNested(64)));
+  EXPECT_TRUE(spec.config.contains("a"));
+}
+
+TEST(ParseJobSpecTest, RefusesAConfigNestedDeeperThan64Levels) {
+  EXPECT_THAT(ParseJobSpec(ConfigNested(65)),
+              StatusIs(kInvalid, HasSubstr("\"config\" is nested more than 64 levels deep")));
+  // Found by job_request_fuzz: copying this config overflowed the stack.
+  EXPECT_THAT(ParseJobSpec(ConfigNested(500'000)), StatusIs(kInvalid, HasSubstr("nested")));
 }
 
 }  // namespace
