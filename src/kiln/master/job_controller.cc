@@ -224,9 +224,8 @@ absl::StatusOr<int> JobController::IngestMetrics(const auth::Principal& who, int
     KILN_ASSIGN_OR_RETURN(double time_s, base::GetDoubleOr(r, "time", now / 1e6));
     // Bounded so that the conversion to microseconds below cannot overflow.
     if (!(time_s >= 0 && time_s < kMaxMetricTimeSeconds)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("\"time\" must be Unix seconds between 0 and ", kMaxMetricTimeSeconds,
-                       ", got ", time_s));
+      return absl::InvalidArgumentError(absl::StrCat("\"time\" must be Unix seconds between 0 and ",
+                                                     kMaxMetricTimeSeconds, ", got ", time_s));
     }
     if (!r.contains("metrics") || !r["metrics"].is_object()) {
       return absl::InvalidArgumentError("each report needs \"metrics\": {\"name\": number}");

@@ -6,12 +6,18 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
 #include "kiln/base/testing/fake_clock.h"
 #include "kiln/base/testing/status_matchers.h"
 #include "kiln/store/sqlite_store.h"
+
+namespace kiln::store {
+// Names states in failure messages instead of printing their bytes.
+void PrintTo(JobState state, std::ostream* os) { *os << JobStateName(state); }
+}  // namespace kiln::store
 
 namespace kiln::master {
 namespace {
@@ -31,8 +37,7 @@ using store::JobState;
 constexpr int64_t kSecond = 1'000'000;
 constexpr int64_t kAgentTimeout = 60 * kSecond;
 
-api::AgentHello Hello(const std::string& agent_id, int slots,
-                      std::vector<int64_t> tasks = {}) {
+api::AgentHello Hello(const std::string& agent_id, int slots, std::vector<int64_t> tasks = {}) {
   api::AgentHello hello;
   hello.agent_id = agent_id;
   hello.hostname = agent_id + ".example";
@@ -218,8 +223,8 @@ TEST_F(JobControllerTest, SyncLaunchesAScheduledJobWithItsTaskTokenAndJobId) {
   KILN_ASSERT_OK(controller_->RegisterAgent(Hello("a", 2)));
   KILN_ASSERT_OK_AND_ASSIGN(
       store::JobRecord job,
-      controller_->Submit(alice_, Spec(2, {{"env", {{"OMP_NUM_THREADS", "2"}}},
-                                           {"config", {{"lr", 0.1}}}})));
+      controller_->Submit(
+          alice_, Spec(2, {{"env", {{"OMP_NUM_THREADS", "2"}}}, {"config", {{"lr", 0.1}}}})));
   KILN_ASSERT_OK_AND_ASSIGN(api::SyncReply reply, controller_->SyncAgent("a", Running()));
   ASSERT_THAT(reply.launch, SizeIs(1));
   const api::TaskSpec& task = reply.launch[0];
@@ -478,8 +483,8 @@ TEST_F(JobControllerTest, KillingARunningJobSignalsItAndTheExitMakesItKilled) {
 TEST_F(JobControllerTest, KillingAnEndedJobIsAFailedPrecondition) {
   int64_t id = StartJobOn("a");
   Apply("a", Exited(id, 0));
-  EXPECT_THAT(controller_->Kill(alice_, id),
-              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("already ended (FINISHED)")));
+  EXPECT_THAT(controller_->Kill(alice_, id), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                                      HasSubstr("already ended (FINISHED)")));
 }
 
 // ---------------------------------------------------------------- resources
@@ -773,11 +778,9 @@ TEST_F(JobControllerTaskTest, TaskMayIngestMetricsForItsOwnJobOnly) {
 TEST_F(JobControllerTaskTest, TaskMayReadItsJobButNotSubmitKillOrList) {
   KILN_EXPECT_OK(controller_->GetJob(task_, job_));
   EXPECT_THAT(controller_->GetJob(task_, other_job_), StatusIs(absl::StatusCode::kNotFound, _));
-  EXPECT_THAT(controller_->Submit(task_, Spec()),
-              StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(controller_->Submit(task_, Spec()), StatusIs(absl::StatusCode::kPermissionDenied, _));
   EXPECT_THAT(controller_->Kill(task_, job_), StatusIs(absl::StatusCode::kPermissionDenied, _));
-  EXPECT_THAT(controller_->ListJobs(task_, {}),
-              StatusIs(absl::StatusCode::kPermissionDenied, _));
+  EXPECT_THAT(controller_->ListJobs(task_, {}), StatusIs(absl::StatusCode::kPermissionDenied, _));
 }
 
 TEST_F(JobControllerTaskTest, TaskTokenStopsWorkingWhenItsJobEnds) {
@@ -800,8 +803,7 @@ TEST_F(JobControllerTaskTest, DuplicateMetricsBatchIsAcceptedOnce) {
 
 TEST_F(JobControllerTaskTest, MetricsBatchWithABadValueIsRefusedNamingTheProblem) {
   constexpr auto kInvalid = absl::StatusCode::kInvalidArgument;
-  EXPECT_THAT(controller_->IngestMetrics(task_, job_,
-                                         Batch(1, {{"loss", std::nan("")}})),
+  EXPECT_THAT(controller_->IngestMetrics(task_, job_, Batch(1, {{"loss", std::nan("")}})),
               StatusIs(kInvalid, HasSubstr("metric \"loss\" is not finite")));
   EXPECT_THAT(controller_->IngestMetrics(
                   task_, job_, Batch(1, {{"loss", std::numeric_limits<double>::infinity()}})),
