@@ -98,6 +98,14 @@ class KilndProcess:
             pass
         return 0.0
 
+    def cpu_seconds(self) -> float:
+        """kilnd's own user+system CPU seconds (its threads, the local agent included;
+        not its children)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:  # type: ignore[union-attr]
+            fields = f.read().rsplit(")", 1)[1].split()
+        # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 class FastClient:
     """One kept-alive HTTP connection to kilnd, HTTP Basic as admin. Not thread-safe."""

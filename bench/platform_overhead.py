@@ -40,6 +40,9 @@ PYTHON = "/usr/bin/python3"
 SCRIPT = os.path.join(REPO, "examples", "fashion_mnist", "train.py")
 PINNING = {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "OMP_WAIT_POLICY": "PASSIVE"}
 DONE_RE = re.compile(r"done in ([0-9.]+) s")
+CPU_RE = re.compile(r"kiln-bench-cpu ([0-9.]+) ([0-9.]+)")
+# --cpu-time wraps both sides' command in this; it prints user and system CPU seconds.
+TIME_PREFIX = ["/usr/bin/time", "-f", "kiln-bench-cpu %U %S"]
 
 
 def done_seconds(text: str) -> Optional[float]:
@@ -47,8 +50,14 @@ def done_seconds(text: str) -> Optional[float]:
     return float(m.group(1)) if m else None
 
 
-def run_bare(train_args: list[str]) -> tuple[float, Optional[float]]:
-    """Returns (wall seconds, the script's own "done in" seconds)."""
+def cpu_seconds(text: str) -> Optional[float]:
+    m = CPU_RE.search(text)
+    return float(m.group(1)) + float(m.group(2)) if m else None
+
+
+def run_bare(prefix: list[str],
+             train_args: list[str]) -> tuple[float, Optional[float], Optional[float]]:
+    """Returns (wall seconds, the script's own "done in" seconds, CPU seconds if timed)."""
     work = tempfile.mkdtemp(prefix="kiln-bench-bare-")
     try:
         shutil.copy(SCRIPT, work)
@@ -58,23 +67,24 @@ def run_bare(train_args: list[str]) -> tuple[float, Optional[float]]:
         # path, as tasks get it from kilnd (KILN_PYTHON_PATH).
         env["PYTHONPATH"] = os.path.join(REPO, "python")
         t0 = time.monotonic()
-        out = subprocess.run([PYTHON, "train.py", *train_args], cwd=work, env=env,
+        out = subprocess.run([*prefix, PYTHON, "train.py", *train_args], cwd=work, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
         wall = time.monotonic() - t0
         text = out.stdout.decode(errors="replace")
         if out.returncode != 0:
             raise SystemExit(f"bare run failed ({out.returncode}):\n{text[-2000:]}")
-        return wall, done_seconds(text)
+        return wall, done_seconds(text), cpu_seconds(text)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_kiln(c: FastClient, package_id: str, train_args: list[str],
-             poll_s: float) -> tuple[float, float, Optional[float]]:
+def run_kiln(c: FastClient, package_id: str, prefix: list[str], train_args: list[str],
+             poll_s: float) -> tuple[float, float, Optional[float], Optional[float]]:
     """Returns (client submit -> seen FINISHED, master started_at -> finished_at, the
-    script's own "done in" seconds)."""
+    script's own "done in" seconds, CPU seconds if timed)."""
     t0 = time.monotonic()
-    job = c.submit([PYTHON, "train.py", *train_args], slots=2, package_id=package_id,
+    job = c.submit([*prefix, PYTHON, "train.py", *train_args], slots=2,
+                   package_id=package_id,
                    env=dict(PINNING))
     record, seen = wait_terminal(c, job["id"], poll_s)
     if record["state"] != "FINISHED":
@@ -82,7 +92,7 @@ def run_kiln(c: FastClient, package_id: str, train_args: list[str],
     master = parse_time(record["finished_at"]) - parse_time(record["started_at"])
     text = "\n".join(line["text"] for line in
                      c.request("GET", f"/api/v1/jobs/{job['id']}/logs?limit=5000")["lines"])
-    return seen - t0, master, done_seconds(text)
+    return seen - t0, master, done_seconds(text), cpu_seconds(text)
 
 
 def fmt(x: Optional[float]) -> str:
@@ -97,9 +107,13 @@ def main() -> int:
     p.add_argument("--train-args", default="--epochs 1",
                    help="arguments of train.py (default: %(default)s)")
     p.add_argument("--poll-ms", type=float, default=20.0)
+    p.add_argument("--cpu-time", action="store_true",
+                   help="run both sides under /usr/bin/time and also compare CPU seconds "
+                        "(less sensitive than wall time to other load on the machine)")
     p.add_argument("--keep", action="store_true", help="keep kilnd's data dir")
     args = p.parse_args()
     train_args = shlex.split(args.train_args)
+    prefix = TIME_PREFIX if args.cpu_time else []
 
     print(f"platform_overhead: train.py {args.train_args}, {args.repeats} pairs "
           f"({machine_line()})")
@@ -110,12 +124,23 @@ def main() -> int:
                                 content_type="application/octet-stream")
         print(f"kilnd {kilnd.url}, package {package['id'][:20]}..., {package['size']} bytes")
         print(f"{'pair':>4} {'bare':>7} {'kiln':>7} {'ratio':>6} | {'master':>7} {'ratio':>6} | "
-              f"{'bare-in':>7} {'kiln-in':>7} {'ratio':>6}   load")
-        ratios, master_ratios, inner_ratios = [], [], []
+              f"{'bare-in':>7} {'kiln-in':>7} {'ratio':>6}" +
+              (f" | {'bare-cpu':>8} {'kiln-cpu':>8} {'ratio':>6}" if prefix else "") + "   load")
+        ratios, master_ratios, inner_ratios, fixed, cpu_ratios = [], [], [], [], []
+        kilnd_cpu = []
         for i in range(args.repeats):
-            bare, bare_in = run_bare(train_args)
-            kiln, master, kiln_in = run_kiln(c, package["id"], train_args, args.poll_ms / 1000)
+            bare, bare_in, bare_cpu = run_bare(prefix, train_args)
+            cpu0 = kilnd.cpu_seconds()
+            kiln, master, kiln_in, kiln_cpu = run_kiln(c, package["id"], prefix, train_args,
+                                                       args.poll_ms / 1000)
+            cpu_col = ""
+            if prefix:
+                cpu_ratio = kiln_cpu / bare_cpu if kiln_cpu and bare_cpu else float("nan")
+                cpu_ratios.append(cpu_ratio)
+                cpu_col = f" | {fmt(bare_cpu):>8} {fmt(kiln_cpu):>8} {cpu_ratio:6.3f}"
+            kilnd_cpu.append(kilnd.cpu_seconds() - cpu0)
             ratios.append(kiln / bare)
+            fixed.append(kiln - master)
             master_ratios.append(master / bare)
             inner = kiln_in / bare_in if kiln_in and bare_in else None
             if inner is not None:
@@ -124,17 +149,28 @@ def main() -> int:
                 load = f.read().split()[0]
             print(f"{i + 1:>4} {bare:7.2f} {kiln:7.2f} {kiln / bare:6.3f} | {master:7.2f} "
                   f"{master / bare:6.3f} | {fmt(bare_in)} {fmt(kiln_in)} "
-                  f"{inner if inner is not None else float('nan'):6.3f}   {load}", flush=True)
+                  f"{inner if inner is not None else float('nan'):6.3f}{cpu_col}   {load}",
+                  flush=True)
         c.close()
     print("columns: wall seconds; bare = subprocess wall; kiln = client submit -> seen "
-          "FINISHED; master = started_at -> finished_at; *-in = the script's own 'done in'")
+          "FINISHED; master = started_at -> finished_at; *-in = the script's own 'done in'"
+          + ("; *-cpu = user+sys CPU seconds from /usr/bin/time" if prefix else ""))
     goal = median(ratios)
     print(f"median ratio kiln/bare (client submit -> FINISHED): {goal:.3f} "
-          f"(goal <= 1.03: {'met' if goal <= 1.03 else 'NOT met'})")
+          f"(goal <= 1.03: {'met' if goal <= 1.03 else 'NOT met'}; pairs range "
+          f"{min(ratios):.3f} .. {max(ratios):.3f})")
+    print(f"median Kiln time outside the process (client submit -> FINISHED minus "
+          f"started_at -> finished_at): {median(fixed) * 1000:.0f} ms")
+    print(f"median kilnd CPU (its own threads and the local agent's) per Kiln run: "
+          f"{median(kilnd_cpu) * 1000:.0f} ms")
     print(f"median ratio master started->finished / bare:       {median(master_ratios):.3f}")
     if inner_ratios:
         print(f"median ratio of the script's own training time:      "
               f"{median(inner_ratios):.3f}")
+    if cpu_ratios:
+        print(f"median ratio of CPU seconds (user+sys) kiln/bare:     "
+              f"{median(cpu_ratios):.3f} (pairs range {min(cpu_ratios):.3f} .. "
+              f"{max(cpu_ratios):.3f})")
     print(f"({machine_line()})")
     return 0
 
