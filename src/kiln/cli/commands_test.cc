@@ -187,6 +187,20 @@ TEST(ConnectionErrorsTest, UnauthenticatedSaysHowToLogIn) {
                              HasSubstr("set KILN_USER and KILN_PASSWORD, or run 'kiln login'")));
 }
 
+TEST(ConnectionErrorsTest, RunChecksCredentialsBeforePackagingAndKeepsTheMastersHint) {
+  FakeMaster master;
+  master.On("GET", "/api/v1/me", [](net::HttpRequest&, net::Responder r) {
+    r.Send(net::ErrorResponse(
+        absl::UnauthenticatedError("this request needs credentials; run 'kiln login'")));
+  });
+  master.Start();
+  CliHarness h;
+  h.env["KILN_URL"] = master.url();
+  EXPECT_EQ(h.Run({"run", "--", "echo"}), 3);
+  EXPECT_EQ(h.err(), "kiln: this request needs credentials; run 'kiln login'\n");
+  EXPECT_EQ(master.requests().size(), 1u);
+}
+
 // --- Authentication --------------------------------------------------------------------
 
 TEST(AuthTest, SendsBasicCredentialsFromTheEnvironment) {
@@ -258,6 +272,7 @@ TEST(AuthTest, LoginTakesThePasswordFromTheEnvironmentAndReportsAWrongOne) {
 class RunCommandTest : public ::testing::Test {
  protected:
   void SetUp() override {
+    master_.OnJson("GET", "/api/v1/me", 200, {{"user", "admin"}, {"admin", true}});
     master_.On("POST", "/api/v1/packages", [](net::HttpRequest& req, net::Responder r) {
       r.Send(net::JsonResponse(201, {{"id", "sha256-abc"},
                                      {"name", req.Query("name").value_or("")},
@@ -311,7 +326,9 @@ TEST_F(RunCommandTest, UploadsThePackageThenCreatesTheJobAndPrintsItsId) {
       << h_.err();
   EXPECT_EQ(h_.out(), "7\n");
   auto requests = master_.requests();
-  ASSERT_EQ(requests.size(), 2u);
+  ASSERT_EQ(requests.size(), 3u);
+  EXPECT_EQ(requests[0].path, "/api/v1/me");  // fails fast before packaging
+  requests.erase(requests.begin());
   EXPECT_EQ(requests[0].path, "/api/v1/packages");
   EXPECT_EQ(requests[0].Header("content-type"), "application/gzip");
   EXPECT_THAT(requests[0].Query("name"), ::testing::Optional(::testing::EndsWith(".tar.gz")));

@@ -182,6 +182,8 @@ absl::Status ApiClient::ErrorFromResponse(int http_status, std::string_view cont
   absl::Status status = net::StatusFromHttpResponse(response);
   if (status.code() != absl::StatusCode::kUnauthenticated) return status;
   std::string message(status.message());
+  // The master's own message may already say how to log in; do not say it twice.
+  if (absl::StrContains(message, "kiln login")) return status;
   while (!message.empty() && (message.back() == '.' || message.back() == ' ')) message.pop_back();
   switch (connection_.auth) {
     case AuthMethod::kNone:

@@ -39,6 +39,9 @@ class ReconnectWindow {
 
   // Contact with the master succeeded: the window starts over.
   void Reset() {
+    if (outage_start_) {
+      *inv_.err << "kiln: reconnected to Kiln at " << url_ << "\n" << std::flush;
+    }
     outage_start_.reset();
     backoff_ = kFirstBackoffMicros;
   }

@@ -86,6 +86,11 @@ absl::Status RunJob(const RunOptions& options, Invocation& inv) {
   // Check the flags before spending time on packaging.
   KILN_RETURN_IF_ERROR(BuildJobRequest(options, std::nullopt).status());
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<ApiClient> api, ConnectApi(inv));
+  if (!options.no_package) {
+    // Packaging a big folder takes a while; learn first that Kiln is there and accepts
+    // our credentials.
+    KILN_RETURN_IF_ERROR(api->GetJson("/api/v1/me").status());
+  }
   KILN_ASSIGN_OR_RETURN(std::optional<UploadedPackage> package, UploadPackage(options, *api, inv));
   KILN_ASSIGN_OR_RETURN(
       base::Json request,
