@@ -1,7 +1,9 @@
 // kiln-train: Kiln's own LibTorch trainer (MLP or CNN on Fashion-MNIST). Speaks the
 // workload contract (ARCHITECTURE.md §3): reads ./config.json hyperparameters, sizes its
 // thread pool from KILN_SLOTS, writes WMLA emetrics to $LOG_DIR and val_dict_list.json plus
-// the TorchScript model to $RESULT_DIR. This file only parses flags and wires components.
+// the TorchScript model to $RESULT_DIR, and under Kiln also sends every metric to the master
+// through the native API (kiln::tracking::Reporter). This file only parses flags and wires
+// components.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -25,6 +27,7 @@
 #include "kiln/torch/emetrics_writer.h"
 #include "kiln/torch/hyperparameters.h"
 #include "kiln/torch/trainer.h"
+#include "kiln/tracking/reporter.h"
 
 namespace {
 
@@ -38,6 +41,10 @@ momentum, batch_size, hidden, epochs, model, seed; others are ignored with a not
 
 Environment:
   KILN_SLOTS      default for --threads (else all cores)
+  KILN_JOB_ID, KILN_MASTER, KILN_TOKEN
+                  when KILN_JOB_ID is set (a Kiln task), send every metric to the master's
+                  native metrics API as well, waiting at exit for it to arrive for up to
+                  KILN_REPORT_EXIT_TIMEOUT seconds (default 60)
   LOG_DIR         append WMLA emetrics lines to $LOG_DIR/evaluation-metrics.txt
   RESULT_DIR      write $RESULT_DIR/val_dict_list.json and, unless --save-model is given,
                   the TorchScript model $RESULT_DIR/model.pt
@@ -69,6 +76,19 @@ void ReexecWithPassiveOpenMpWait(char** argv) {
   execv("/proc/self/exe", argv);
   // Only reached when exec fails: carry on with the default policy, slower but correct.
 }
+
+// Forwards the trainer's metrics to the native metrics API. Report only queues them.
+class ReporterSink final : public kiln::torch::MetricsSink {
+ public:
+  explicit ReporterSink(kiln::tracking::Reporter& reporter) : reporter_(reporter) {}
+  void Report(int64_t step, std::string_view group,
+              const std::vector<std::pair<std::string, double>>& metrics) override {
+    reporter_.Report(step, group, metrics);
+  }
+
+ private:
+  kiln::tracking::Reporter& reporter_;
+};
 
 // Binds a flag to a field of `flags` and remembers how to copy it into the final options
 // when, and only when, the user gave it, so that flags override config.json.
@@ -130,9 +150,16 @@ absl::StatusOr<TrainOptions> ResolveOptions(const FlagTable& table, const std::s
 }
 
 absl::Status Run(TrainOptions options) {
-  // Metric sinks: every sink added to `sinks` sees every report. The native API reporter
-  // joins here with one more `sinks.Add(...)`.
+  // Metric sinks: every sink added to `sinks` sees every report. Declared before the
+  // sinks, the reporter is destroyed last; its destructor waits for unsent metrics.
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<kiln::tracking::Reporter> reporter,
+                        kiln::tracking::Reporter::FromEnvironment());
+  std::optional<ReporterSink> reporter_sink;
   kiln::torch::TeeSink sinks;
+  if (reporter) {
+    reporter_sink.emplace(*reporter);
+    sinks.Add(*reporter_sink);
+  }
   std::unique_ptr<kiln::torch::EmetricsWriter> emetrics;
   const auto log_dir = Env("LOG_DIR");
   const auto result_dir = Env("RESULT_DIR");
