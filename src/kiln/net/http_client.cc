@@ -280,6 +280,8 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
     http::response_parser<http::string_body> parser;
     parser.header_limit(kMaxResponseHeaderBytes);
     parser.body_limit(kMaxResponseBodyBytes);
+    // A response to HEAD announces a length but carries no body.
+    parser.skip(request.method() == http::verb::head);
     bool write_done = false;
     bool read_done = false;
     beast::error_code write_ec;

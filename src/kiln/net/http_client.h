@@ -34,8 +34,8 @@ class HttpClient {
   // `base_url` is "http://host[:port][/prefix]" (port defaults to 80; IPv6 hosts in
   // brackets). Returns Unimplemented for https://, InvalidArgument for anything else that
   // is not such a URL. Does not connect yet.
-  static absl::StatusOr<std::unique_ptr<HttpClient>> Create(std::string base_url,
-                                                            HttpClientOptions options = {});
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<HttpClient>> Create(
+      std::string base_url, HttpClientOptions options = {});
   ~HttpClient();
   HttpClient(const HttpClient&) = delete;
   HttpClient& operator=(const HttpClient&) = delete;
@@ -54,12 +54,13 @@ class HttpClient {
   // request_timeout). Reconnects if the kept-alive connection was closed by the server,
   // and retries once only when a reused connection failed before any response byte.
   // Response bodies above 1 GiB fail with ResourceExhausted (use Stream for those).
-  absl::StatusOr<HttpResponse> Request(
+  [[nodiscard]] absl::StatusOr<HttpResponse> Request(
       std::string_view method, std::string_view target, std::string_view body = "",
       std::string_view content_type = "application/json",
       std::optional<std::chrono::milliseconds> timeout = std::nullopt);
-  absl::StatusOr<HttpResponse> Get(std::string_view target);
-  absl::StatusOr<HttpResponse> PostJson(std::string_view target, const nlohmann::json& body);
+  [[nodiscard]] absl::StatusOr<HttpResponse> Get(std::string_view target);
+  [[nodiscard]] absl::StatusOr<HttpResponse> PostJson(std::string_view target,
+                                                      const nlohmann::json& body);
 
   // Streams a response body: calls `on_data` with each piece as it arrives (chunked or
   // not). Stops early, closing the connection, when on_data returns false. Returns the
@@ -67,7 +68,7 @@ class HttpClient {
   // the (error) body is collected into the response instead (up to 1 MiB) and on_data is
   // not called. No overall timeout while data keeps flowing: DeadlineExceeded after
   // `idle_timeout` without a byte. Other errors as for Request.
-  absl::StatusOr<HttpResponse> Stream(
+  [[nodiscard]] absl::StatusOr<HttpResponse> Stream(
       std::string_view method, std::string_view target,
       std::function<bool(std::string_view)> on_data,
       std::chrono::milliseconds idle_timeout = std::chrono::minutes(10));
@@ -85,7 +86,7 @@ class HttpClient {
   };
   HttpClient(std::string base_url, Endpoint endpoint, HttpClientOptions options);
   // Opens a fresh connection; `what` ("GET http://...") prefixes error messages.
-  absl::Status Connect(const std::string& what);
+  [[nodiscard]] absl::Status Connect(const std::string& what);
 
   std::string base_url_;
   Endpoint endpoint_;

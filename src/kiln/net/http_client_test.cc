@@ -228,6 +228,22 @@ TEST(HttpClientTest, RejectsTargetsWithSpacesAndBadMethods) {
   EXPECT_THAT(client->Get("/"), StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("X-Bad")));
 }
 
+TEST(HttpClientTest, ReadsNoBodyForHead) {
+  ScriptedServer server([](tcp::acceptor& acceptor) {
+    tcp::socket socket = Accept(acceptor);
+    ReadHead(socket);
+    Write(socket, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n");
+    ReadHead(socket);
+    Write(socket, Ok("after"));
+  });
+  KILN_ASSERT_OK_AND_ASSIGN(auto client, HttpClient::Create(server.base_url()));
+  KILN_ASSERT_OK_AND_ASSIGN(HttpResponse head, client->Request("HEAD", "/x"));
+  EXPECT_EQ(head.status, 200);
+  EXPECT_EQ(head.body, "");
+  KILN_ASSERT_OK_AND_ASSIGN(HttpResponse next, client->Get("/x"));
+  EXPECT_EQ(next.body, "after");
+}
+
 TEST(HttpClientTest, StreamsABodyWithoutChunking) {
   ScriptedServer server([](tcp::acceptor& acceptor) {
     tcp::socket socket = Accept(acceptor);

@@ -43,9 +43,8 @@ class HttpServer {
   // Binds and starts accepting on `io` (the caller runs io on its own thread(s); handlers
   // run on io's threads). Returns Unavailable if the port is taken, InvalidArgument for a
   // bad address or port, or an address that is not on this machine.
-  static absl::StatusOr<std::unique_ptr<HttpServer>> Create(boost::asio::io_context& io,
-                                                            HttpServerOptions options,
-                                                            Router router);
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<HttpServer>> Create(
+      boost::asio::io_context& io, HttpServerOptions options, Router router);
   ~HttpServer();
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;

@@ -15,7 +15,7 @@ namespace kiln::net::internal {
 // Fills method, target, path, query and headers (names lower-cased) of `request` from
 // `header`. Returns InvalidArgument when the target is not a well-formed origin-form path
 // (see ParseRequestTarget); `request` may then be partly filled.
-absl::Status FillRequestFromHeader(const boost::beast::http::request_header<>& header,
-                                   HttpRequest* request);
+[[nodiscard]] absl::Status FillRequestFromHeader(const boost::beast::http::request_header<>& header,
+                                                 HttpRequest* request);
 
 }  // namespace kiln::net::internal

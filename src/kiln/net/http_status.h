@@ -23,10 +23,10 @@ int HttpStatusFromStatus(const absl::Status& status);
 // Returns `status` carrying an explicit HTTP status (400..599) that `HttpStatusFromStatus`
 // prefers over the code-based mapping; e.g. 413 for a ResourceExhausted body-size error or
 // 405 for a wrong method. Other values are ignored (the status is returned unchanged).
-absl::Status WithHttpStatus(absl::Status status, int http_status);
+[[nodiscard]] absl::Status WithHttpStatus(absl::Status status, int http_status);
 
 // ResourceExhausted with `message`, answered as 413 Payload Too Large.
-absl::Status PayloadTooLargeError(std::string_view message);
+[[nodiscard]] absl::Status PayloadTooLargeError(std::string_view message);
 
 // The error response for a non-OK `status`: the mapped HTTP status and the JSON error body.
 // Adds `WWW-Authenticate: Basic realm="kiln"` on 401. An OK status (a caller bug) gives 500.
@@ -39,6 +39,6 @@ HttpResponse JsonResponse(int status, const nlohmann::json& body);
 // OK for 2xx. Otherwise the code named by the error body's "code" (falling back to one
 // derived from the HTTP status) with the body's "message" (falling back to the body text,
 // truncated). The message says "HTTP <status>" when it had to fall back.
-absl::Status StatusFromHttpResponse(const HttpResponse& response);
+[[nodiscard]] absl::Status StatusFromHttpResponse(const HttpResponse& response);
 
 }  // namespace kiln::net
