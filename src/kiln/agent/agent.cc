@@ -1,6 +1,8 @@
 #include "kiln/agent/agent.h"
 
+#include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -133,11 +135,46 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   return agent;
 }
 
-Agent::~Agent() { Stop(); }
+Agent::~Agent() {
+  Stop();
+  if (inotify_fd_ >= 0) ::close(inotify_fd_);
+}
 
 void Agent::Start() {
+  inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (inotify_fd_ < 0) spdlog::warn("agent: no inotify ({}); polling task folders only", errno);
+  std::vector<std::pair<int64_t, std::string>> held;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, t] : tasks_) held.emplace_back(id, t.dir);
+  }
+  for (const auto& [id, dir] : held) WatchTask(id, dir);
   control_thread_ = std::thread([this] { ControlLoop(); });
   report_thread_ = std::thread([this] { ReportLoop(); });
+  if (inotify_fd_ >= 0) watch_thread_ = std::thread([this] { WatchLoop(); });
+}
+
+void Agent::WatchTask(int64_t job_id, const std::string& dir) {
+  if (inotify_fd_ < 0) return;
+  std::vector<int> wds;
+  for (const std::string& d : {dir, dir + "/logs"}) {
+    int wd = ::inotify_add_watch(inotify_fd_, d.c_str(), IN_MODIFY | IN_MOVED_TO | IN_CLOSE_WRITE);
+    if (wd >= 0) wds.push_back(wd);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  watches_[job_id] = std::move(wds);
+}
+
+void Agent::WatchLoop() {
+  char buf[16 * 1024];
+  while (!stopping_) {
+    pollfd pfd{inotify_fd_, POLLIN, 0};
+    int n = ::poll(&pfd, 1, 200);
+    if (n <= 0) continue;
+    bool any = false;
+    while (::read(inotify_fd_, buf, sizeof(buf)) > 0) any = true;
+    if (any) Wake();
+  }
 }
 
 void Agent::RequestStop() {
@@ -149,6 +186,7 @@ void Agent::Stop() {
   RequestStop();
   if (control_thread_.joinable()) control_thread_.join();
   if (report_thread_.joinable()) report_thread_.join();
+  if (watch_thread_.joinable()) watch_thread_.join();
 }
 
 void Agent::Wake() {
@@ -354,6 +392,7 @@ void Agent::Launch(net::HttpClient& client, const api::TaskSpec& spec) {
     std::lock_guard<std::mutex> lock(mu_);
     tasks_[spec.job_id] = task;
   }
+  WatchTask(spec.job_id, dir);
   Wake();
 }
 
@@ -372,6 +411,11 @@ void Agent::MarkDone(int64_t job_id) {
   (void)base::WriteFileAtomically(dir + "/" + kDoneMarker, "");
   std::lock_guard<std::mutex> lock(mu_);
   tasks_.erase(job_id);
+  auto w = watches_.find(job_id);
+  if (w != watches_.end()) {
+    for (int wd : w->second) ::inotify_rm_watch(inotify_fd_, wd);
+    watches_.erase(w);
+  }
 }
 
 // ---------------------------------------------------------------- reporting
@@ -492,8 +536,9 @@ void Agent::ReportLoop() {
   while (!stopping_) {
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // Poll the task files every 100 ms: exits and output appear without a signal to us.
-      wake_.wait_for(lock, std::chrono::milliseconds(backoff_ms > 0 ? backoff_ms : 100),
+      // inotify wakes us when task files change; the timeout is the fallback (and drives
+      // SIGKILL escalation and the detection of dead shims, which change no file).
+      wake_.wait_for(lock, std::chrono::milliseconds(backoff_ms > 0 ? backoff_ms : 250),
                      [this] { return wake_flag_ || stopping_.load(); });
       wake_flag_ = false;
     }

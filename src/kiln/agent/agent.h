@@ -81,6 +81,10 @@ class Agent {
   std::map<std::string, std::string> TaskEnvironment(const api::TaskSpec& spec,
                                                      const std::string& dir) const;
   void Wake();
+  // Wakes the report loop as soon as a task folder changes (output, exit), so short
+  // jobs and live logs are not held back by the polling interval.
+  void WatchLoop();
+  void WatchTask(int64_t job_id, const std::string& dir);
 
   AgentOptions options_;
   std::vector<api::GpuDescription> gpus_;
@@ -88,11 +92,14 @@ class Agent {
   std::atomic<bool> registered_{false};
   std::thread control_thread_;
   std::thread report_thread_;
+  std::thread watch_thread_;
+  int inotify_fd_ = -1;
 
   std::mutex mu_;
   std::condition_variable wake_;
   bool wake_flag_ = false;                 // guarded by mu_
   std::map<int64_t, LocalTask> tasks_;     // guarded by mu_
+  std::map<int64_t, std::vector<int>> watches_;  // inotify watches per task; guarded by mu_
 };
 
 }  // namespace kiln::agent
