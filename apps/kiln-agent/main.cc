@@ -1,11 +1,10 @@
 // kiln-agent: one per node; runs tasks for a kilnd master. Flags are parsed here only.
 #include <signal.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "absl/strings/ascii.h"
 #include "kiln/agent/agent.h"

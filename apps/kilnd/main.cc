@@ -1,9 +1,8 @@
 // kilnd: the Kiln master. Flags are parsed here and nowhere else.
+#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-
-#include <CLI/CLI.hpp>
 
 #include "kiln/base/logging.h"
 #include "kiln/master/master.h"

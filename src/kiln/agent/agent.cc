@@ -96,16 +96,18 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
   }
   if (options.shim_path.empty()) options.shim_path = SelfDir() + "/kiln-shim";
   if (::access(options.shim_path.c_str(), X_OK) != 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "the task supervisor ", options.shim_path, " is missing or not executable; build it "
-        "(it ships beside kiln-agent) or pass --shim"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("the task supervisor ", options.shim_path,
+                     " is missing or not executable; build it "
+                     "(it ships beside kiln-agent) or pass --shim"));
   }
   KILN_RETURN_IF_ERROR(base::MakeDirs(absl::StrCat(options.data_dir, "/tasks"), 0700));
   std::unique_ptr<Agent> agent(new Agent(std::move(options)));
   if (agent->options_.discover_gpus) {
     auto gpus = DiscoverGpus();
     if (!gpus.ok()) {
-      spdlog::warn("agent: GPU discovery failed ({}); registering no GPUs", gpus.status().ToString());
+      spdlog::warn("agent: GPU discovery failed ({}); registering no GPUs",
+                   gpus.status().ToString());
     } else {
       for (const GpuInfo& g : *gpus) {
         agent->gpus_.push_back({g.index, g.uuid, g.name, g.memory_mib});
@@ -130,7 +132,8 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
     agent->tasks_[job_id] = task;
   }
   if (!agent->tasks_.empty()) {
-    spdlog::info("agent: re-adopting {} tasks from {}", agent->tasks_.size(), agent->options_.data_dir);
+    spdlog::info("agent: re-adopting {} tasks from {}", agent->tasks_.size(),
+                 agent->options_.data_dir);
   }
   return agent;
 }
@@ -262,10 +265,10 @@ void Agent::ControlLoop() {
       api::SyncRequest request;
       request.running = HeldTasks();
       request.wait_ms = 10'000;
-      auto resp = client->Request("POST",
-                                  absl::StrCat("/api/v1/agents/", options_.agent_id, "/sync"),
-                                  base::DumpJson(api::ToJson(request)), "application/json",
-                                  std::chrono::milliseconds(request.wait_ms + 10'000));
+      auto resp =
+          client->Request("POST", absl::StrCat("/api/v1/agents/", options_.agent_id, "/sync"),
+                          base::DumpJson(api::ToJson(request)), "application/json",
+                          std::chrono::milliseconds(request.wait_ms + 10'000));
       if (!resp.ok()) {
         spdlog::warn("agent: lost the master ({}); reconnecting", resp.status().ToString());
         break;
@@ -332,18 +335,23 @@ absl::Status Agent::PrepareTask(net::HttpClient& client, const api::TaskSpec& sp
   }
   std::string work = dir + "/work";
   if (!spec.package_id.empty()) {
-    KILN_ASSIGN_OR_RETURN(net::HttpResponse resp,
-                          client.Get(absl::StrCat("/api/v1/packages/", spec.package_id, "/content")));
+    KILN_ASSIGN_OR_RETURN(
+        net::HttpResponse resp,
+        client.Get(absl::StrCat("/api/v1/packages/", spec.package_id, "/content")));
     KILN_RETURN_IF_ERROR(net::StatusFromHttpResponse(resp));
     if (spec.package_kind == "tar.gz") {
       absl::Status s = ExtractPackage(resp.body, work);
-      if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("could not unpack the code package: ", s.message()));
+      if (!s.ok())
+        return absl::InvalidArgumentError(
+            absl::StrCat("could not unpack the code package: ", s.message()));
     } else {
       KILN_RETURN_IF_ERROR(PlaceSingleFile(resp.body, spec.package_name, work));
     }
   } else if (!spec.package_path.empty()) {
     absl::Status s = CopyFolder(spec.package_path, work);
-    if (!s.ok()) return absl::InvalidArgumentError(absl::StrCat("could not copy the code folder: ", s.message()));
+    if (!s.ok())
+      return absl::InvalidArgumentError(
+          absl::StrCat("could not copy the code folder: ", s.message()));
   }
   // config.json carries the job's hyperparameters; a package's own config.json stays
   // when the job gives none.
@@ -452,7 +460,8 @@ bool Agent::BuildReport(api::AgentReport& report) {
         api::OutputChunk c;
         c.from = task.acked.log;
         c.to = log->next_offset;
-        for (auto& rec : log->records) c.lines.push_back({0, rec.time_micros, rec.stream, std::move(rec.text)});
+        for (auto& rec : log->records)
+          c.lines.push_back({0, rec.time_micros, rec.stream, std::move(rec.text)});
         r.log = std::move(c);
       }
       log_complete = log->next_offset >= FileSize(log_path);
@@ -564,7 +573,8 @@ void Agent::ReportLoop() {
     bool more = false;
     for (const auto& t : report.tasks) {
       if ((t.log && t.log->to - t.log->from >= static_cast<int64_t>(kMaxChunkBytes) / 2) ||
-          (t.emetrics && t.emetrics->to - t.emetrics->from >= static_cast<int64_t>(kMaxChunkBytes) / 2)) {
+          (t.emetrics &&
+           t.emetrics->to - t.emetrics->from >= static_cast<int64_t>(kMaxChunkBytes) / 2)) {
         more = true;
       }
     }

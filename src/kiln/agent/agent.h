@@ -25,11 +25,11 @@
 namespace kiln::agent {
 
 struct AgentOptions {
-  std::string master_url;   // "http://127.0.0.1:8470"
-  std::string token;        // the master's agent token
-  std::string data_dir;     // tasks live in data_dir/tasks/<job id>
-  std::string agent_id;     // default: the host name
-  int slots = 0;            // default: the number of CPUs
+  std::string master_url;  // "http://127.0.0.1:8470"
+  std::string token;       // the master's agent token
+  std::string data_dir;    // tasks live in data_dir/tasks/<job id>
+  std::string agent_id;    // default: the host name
+  int slots = 0;           // default: the number of CPUs
   bool discover_gpus = true;
   std::string shim_path;    // default: kiln-shim beside this executable
   std::string python_path;  // put on the tasks' PYTHONPATH so `import kiln` works
@@ -97,8 +97,8 @@ class Agent {
 
   std::mutex mu_;
   std::condition_variable wake_;
-  bool wake_flag_ = false;                 // guarded by mu_
-  std::map<int64_t, LocalTask> tasks_;     // guarded by mu_
+  bool wake_flag_ = false;                       // guarded by mu_
+  std::map<int64_t, LocalTask> tasks_;           // guarded by mu_
   std::map<int64_t, std::vector<int>> watches_;  // inotify watches per task; guarded by mu_
 };
 

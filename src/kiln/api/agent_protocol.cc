@@ -27,8 +27,8 @@ const char* PhaseName(TaskPhase p) {
 }
 
 absl::StatusOr<TaskPhase> ParsePhase(const std::string& s) {
-  for (TaskPhase p : {TaskPhase::kRunning, TaskPhase::kExited, TaskPhase::kLaunchFailed,
-                      TaskPhase::kLost}) {
+  for (TaskPhase p :
+       {TaskPhase::kRunning, TaskPhase::kExited, TaskPhase::kLaunchFailed, TaskPhase::kLost}) {
     if (s == PhaseName(p)) return p;
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown task phase \"", s, "\""));
@@ -113,8 +113,8 @@ absl::StatusOr<OutputChunk> ChunkFromJson(const Json& j) {
         return absl::InvalidArgumentError("each line must be [time_micros, \"o\"|\"e\", text]");
       }
       std::string stream = l[1].get<std::string>();
-      c.lines.push_back({0, l[0].get<int64_t>(), stream == "e" ? 'e' : 'o',
-                         l[2].get<std::string>()});
+      c.lines.push_back(
+          {0, l[0].get<int64_t>(), stream == "e" ? 'e' : 'o', l[2].get<std::string>()});
     }
   }
   if (j.contains("points")) {
@@ -128,11 +128,14 @@ absl::StatusOr<OutputChunk> ChunkFromJson(const Json& j) {
 Json ToJson(const AgentHello& m) {
   Json gpus = Json::array();
   for (const auto& g : m.gpus) {
-    gpus.push_back({{"index", g.index}, {"uuid", g.uuid}, {"name", g.name},
-                    {"memory_mib", g.memory_mib}});
+    gpus.push_back(
+        {{"index", g.index}, {"uuid", g.uuid}, {"name", g.name}, {"memory_mib", g.memory_mib}});
   }
-  return {{"agent_id", m.agent_id}, {"hostname", m.hostname}, {"slots", m.slots},
-          {"gpus", gpus}, {"tasks", m.tasks}};
+  return {{"agent_id", m.agent_id},
+          {"hostname", m.hostname},
+          {"slots", m.slots},
+          {"gpus", gpus},
+          {"tasks", m.tasks}};
 }
 
 absl::StatusOr<AgentHello> AgentHelloFromJson(const Json& j) {
@@ -186,11 +189,16 @@ absl::StatusOr<RegisterReply> RegisterReplyFromJson(const Json& j) {
 }
 
 Json ToJson(const TaskSpec& m) {
-  return {{"job_id", m.job_id},           {"command", m.command},
-          {"env", m.env},                 {"config", m.config},
-          {"package_id", m.package_id},   {"package_kind", m.package_kind},
-          {"package_name", m.package_name}, {"package_path", m.package_path},
-          {"slots", m.slots},             {"gpu_indices", m.gpu_indices}};
+  return {{"job_id", m.job_id},
+          {"command", m.command},
+          {"env", m.env},
+          {"config", m.config},
+          {"package_id", m.package_id},
+          {"package_kind", m.package_kind},
+          {"package_name", m.package_name},
+          {"package_path", m.package_path},
+          {"slots", m.slots},
+          {"gpu_indices", m.gpu_indices}};
 }
 
 absl::StatusOr<TaskSpec> TaskSpecFromJson(const Json& j) {
@@ -300,9 +308,8 @@ absl::StatusOr<AgentReport> AgentReportFromJson(const Json& j) {
 Json ToJson(const ReportReply& m) {
   Json tasks = Json::object();
   for (const auto& [id, ack] : m.tasks) {
-    tasks[std::to_string(id)] = {{"log", ack.offsets.log},
-                                 {"emetrics", ack.offsets.emetrics},
-                                 {"done", ack.done}};
+    tasks[std::to_string(id)] = {
+        {"log", ack.offsets.log}, {"emetrics", ack.offsets.emetrics}, {"done", ack.done}};
   }
   return {{"tasks", tasks}};
 }

@@ -39,7 +39,8 @@ struct AgentHello {
   std::string hostname;
   int slots = 0;
   std::vector<GpuDescription> gpus;
-  std::vector<int64_t> tasks;  // job ids of the tasks this agent holds and has not finished reporting
+  std::vector<int64_t>
+      tasks;  // job ids of the tasks this agent holds and has not finished reporting
 };
 
 struct StreamOffsets {
@@ -82,8 +83,8 @@ struct SyncReply {
 enum class TaskPhase { kRunning, kExited, kLaunchFailed, kLost };
 
 struct OutputChunk {
-  int64_t from = 0;  // byte offset in the tailed file where this chunk starts
-  int64_t to = 0;    // ... and ends
+  int64_t from = 0;                        // byte offset in the tailed file where this chunk starts
+  int64_t to = 0;                          // ... and ends
   std::vector<store::LogLine> lines;       // for the log stream
   std::vector<store::MetricPoint> points;  // for the emetrics stream
 };

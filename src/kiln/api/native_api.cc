@@ -1,15 +1,15 @@
 #include "kiln/api/native_api.h"
 
 #include <algorithm>
+#include <boost/asio/post.hpp>
 #include <chrono>
 
-#include <boost/asio/post.hpp>
-
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/ascii.h"
+#include "fmt/format.h"
 #include "kiln/api/agent_protocol.h"
 #include "kiln/auth/password.h"
 #include "kiln/base/clock.h"
@@ -18,7 +18,6 @@
 #include "kiln/net/http_parsing.h"
 #include "kiln/net/http_status.h"
 #include "spdlog/spdlog.h"
-#include "fmt/format.h"
 
 namespace kiln::api {
 namespace {
@@ -40,9 +39,7 @@ Json TimeOrNull(const std::optional<int64_t>& t) {
   return v ? *v : Json(nullptr);
 }
 
-void SendError(Responder& res, const absl::Status& status) {
-  res.Send(net::ErrorResponse(status));
-}
+void SendError(Responder& res, const absl::Status& status) { res.Send(net::ErrorResponse(status)); }
 
 void SendJson(Responder& res, int code, const Json& body) {
   res.Send(net::JsonResponse(code, body));
@@ -57,8 +54,9 @@ absl::StatusOr<int64_t> PathId(const HttpRequest& req, const char* name = "id") 
   auto it = req.path_params.find(name);
   int64_t id = 0;
   if (it == req.path_params.end() || !absl::SimpleAtoi(it->second, &id) || id <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "\"", it == req.path_params.end() ? "" : it->second, "\" is not a job id (a positive integer)"));
+    return absl::InvalidArgumentError(absl::StrCat("\"",
+                                                   it == req.path_params.end() ? "" : it->second,
+                                                   "\" is not a job id (a positive integer)"));
   }
   return id;
 }
@@ -81,9 +79,9 @@ bool QueryFlag(const HttpRequest& req, const char* name) {
 }
 
 // Macro-free early return for handlers: evaluates to the value or replies with the error.
-#define KILN_API_ASSIGN(lhs, expr)              \
-  auto KILN_INTERNAL_CONCAT(api_v_, __LINE__) = (expr);             \
-  if (!KILN_INTERNAL_CONCAT(api_v_, __LINE__).ok()) {               \
+#define KILN_API_ASSIGN(lhs, expr)                                   \
+  auto KILN_INTERNAL_CONCAT(api_v_, __LINE__) = (expr);              \
+  if (!KILN_INTERNAL_CONCAT(api_v_, __LINE__).ok()) {                \
     SendError(res, KILN_INTERNAL_CONCAT(api_v_, __LINE__).status()); \
     return;                                                          \
   }                                                                  \
@@ -207,7 +205,8 @@ void NativeApi::Register(net::Router& router) {
 absl::StatusOr<auth::Principal> NativeApi::Authenticate(const HttpRequest& req) {
   std::string authorization = req.Header("authorization");
   if (absl::StartsWithIgnoreCase(authorization, "bearer ")) {
-    return auth_.AuthenticateToken(std::string(absl::StripAsciiWhitespace(authorization.substr(7))));
+    return auth_.AuthenticateToken(
+        std::string(absl::StripAsciiWhitespace(authorization.substr(7))));
   }
   if (absl::StartsWithIgnoreCase(authorization, "basic ")) {
     auto creds = net::ParseBasicAuthorization(authorization);
@@ -235,8 +234,10 @@ void NativeApi::Login(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(std::string user, base::GetString(body, "username"));
   KILN_API_ASSIGN(std::string password, base::GetString(body, "password"));
   KILN_API_ASSIGN(auth::IssuedToken token, auth_.Login(user, password));
-  SendJson(res, 200, {{"token", token.token}, {"user", user},
-                      {"expires_at", base::FormatIso8601(token.expires_at)}});
+  SendJson(res, 200,
+           {{"token", token.token},
+            {"user", user},
+            {"expires_at", base::FormatIso8601(token.expires_at)}});
 }
 
 void NativeApi::Logout(HttpRequest& req, Responder res) {
@@ -253,14 +254,17 @@ void NativeApi::Me(HttpRequest& req, Responder res) {
 
 void NativeApi::CreateUser(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
-  if (!who.admin) return SendError(res, absl::PermissionDeniedError("only admins can create users"));
+  if (!who.admin)
+    return SendError(res, absl::PermissionDeniedError("only admins can create users"));
   KILN_API_ASSIGN(Json body, ParseBody(req));
   KILN_API_ASSIGN(std::string user, base::GetString(body, "username"));
   KILN_API_ASSIGN(std::string password, base::GetString(body, "password"));
   KILN_API_ASSIGN(bool admin, base::GetBoolOr(body, "admin", false));
   KILN_API_ASSIGN(store::UserRecord created, auth_.CreateUser(user, password, admin));
-  SendJson(res, 201, {{"username", created.username}, {"admin", created.admin},
-                      {"created_at", base::FormatIso8601(created.created_at)}});
+  SendJson(res, 201,
+           {{"username", created.username},
+            {"admin", created.admin},
+            {"created_at", base::FormatIso8601(created.created_at)}});
 }
 
 void NativeApi::ListUsers(HttpRequest& req, Responder res) {
@@ -269,7 +273,8 @@ void NativeApi::ListUsers(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auto users, store_.ListUsers());
   Json out = Json::array();
   for (const auto& u : users) {
-    out.push_back({{"username", u.username}, {"admin", u.admin},
+    out.push_back({{"username", u.username},
+                   {"admin", u.admin},
                    {"created_at", base::FormatIso8601(u.created_at)}});
   }
   SendJson(res, 200, {{"users", out}});
@@ -279,7 +284,8 @@ void NativeApi::ListUsers(HttpRequest& req, Responder res) {
 
 void NativeApi::UploadPackage(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
-  if (!who.is_user()) return SendError(res, absl::PermissionDeniedError("tasks cannot upload packages"));
+  if (!who.is_user())
+    return SendError(res, absl::PermissionDeniedError("tasks cannot upload packages"));
   std::string name = req.Query("name").value_or("");
   bool gzip = req.body.size() >= 2 && static_cast<unsigned char>(req.body[0]) == 0x1f &&
               static_cast<unsigned char>(req.body[1]) == 0x8b;
@@ -342,7 +348,8 @@ void NativeApi::ListJobs(HttpRequest& req, Responder res) {
   if (auto token = req.Query("page_token")) {
     int64_t before = 0;
     if (!absl::SimpleAtoi(*token, &before)) {
-      return SendError(res, absl::InvalidArgumentError("page_token is malformed; pass back next_page_token as is"));
+      return SendError(res, absl::InvalidArgumentError(
+                                "page_token is malformed; pass back next_page_token as is"));
     }
     filter.before_id = before;
   }
@@ -381,7 +388,8 @@ void NativeApi::JobEvents(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auto events, store_.ListEvents(job.id));
   Json out = Json::array();
   for (const auto& e : events) {
-    out.push_back({{"time", base::FormatIso8601(e.time)}, {"type", e.type}, {"message", e.message}});
+    out.push_back(
+        {{"time", base::FormatIso8601(e.time)}, {"type", e.type}, {"message", e.message}});
   }
   SendJson(res, 200, {{"events", out}});
 }
@@ -412,7 +420,8 @@ void NativeApi::JobLogs(HttpRequest& req, Responder res) {
   follower->job_id = id;
   follower->after = after;
   follower->text = text;
-  follower->stream = res.StartStream(200, text ? "text/plain; charset=utf-8" : "application/x-ndjson");
+  follower->stream =
+      res.StartStream(200, text ? "text/plain; charset=utf-8" : "application/x-ndjson");
   if (Pump(*follower)) followers_.emplace(id, follower);
 }
 
@@ -470,8 +479,8 @@ void NativeApi::GetMetrics(HttpRequest& req, Responder res) {
   // report of a step wins.
   for (size_t i = 0; i < points.size(); ++i) {
     const store::MetricPoint& p = points[i];
-    if (i + 1 < points.size() && points[i + 1].name == p.name &&
-        points[i + 1].group == p.group && points[i + 1].step == p.step) {
+    if (i + 1 < points.size() && points[i + 1].name == p.name && points[i + 1].group == p.group &&
+        points[i + 1].step == p.step) {
       continue;
     }
     if (prev == nullptr || p.name != prev->name || p.group != prev->group) {
@@ -542,12 +551,12 @@ void NativeApi::AgentSync(HttpRequest& req, Responder res) {
   parked->request = request;
   parked->agent_id = agent_id;
   parked->timer.expires_after(std::chrono::milliseconds(request.wait_ms));
-  parked->timer.async_wait([this, weak = std::weak_ptr<ParkedSync>(parked)](
-                               const boost::system::error_code& ec) {
-    auto p = weak.lock();
-    if (ec || !p || p->answered) return;
-    WakeAgent(p->agent_id);
-  });
+  parked->timer.async_wait(
+      [this, weak = std::weak_ptr<ParkedSync>(parked)](const boost::system::error_code& ec) {
+        auto p = weak.lock();
+        if (ec || !p || p->answered) return;
+        WakeAgent(p->agent_id);
+      });
   parked_[agent_id] = parked;
 }
 

@@ -6,14 +6,13 @@
 // of held requests: agents' long-poll syncs and followers of a job's log stream.
 #pragma once
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
-
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include "kiln/auth/authenticator.h"
 #include "kiln/master/job_controller.h"
@@ -77,7 +76,7 @@ class NativeApi {
   auth::Authenticator& auth_;
   master::JobController& jobs_;
   NativeApiOptions options_;
-  std::map<std::string, std::shared_ptr<ParkedSync>> parked_;        // by agent id
+  std::map<std::string, std::shared_ptr<ParkedSync>> parked_;       // by agent id
   std::multimap<int64_t, std::shared_ptr<LogFollower>> followers_;  // by job id
   std::shared_ptr<boost::asio::steady_timer> follower_sweep_;
 };

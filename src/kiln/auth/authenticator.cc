@@ -25,9 +25,8 @@ absl::Status ValidateUsername(std::string_view name) {
     bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
               c == '_' || c == '-' || c == '.' || c == '@';
     if (!ok) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("user name \"", std::string(name),
-                       "\" may contain only letters, digits and _ - . @"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "user name \"", std::string(name), "\" may contain only letters, digits and _ - . @"));
     }
   }
   return absl::OkStatus();
@@ -45,8 +44,7 @@ absl::StatusOr<std::optional<std::string>> Authenticator::EnsureAdmin(std::strin
 }
 
 absl::StatusOr<store::UserRecord> Authenticator::CreateUser(std::string_view username,
-                                                            std::string_view password,
-                                                            bool admin) {
+                                                            std::string_view password, bool admin) {
   KILN_RETURN_IF_ERROR(ValidateUsername(username));
   if (password.size() < 8 || password.size() > kMaxCredentialBytes) {
     return absl::InvalidArgumentError("password must be 8 to 1024 characters");
@@ -65,8 +63,8 @@ absl::StatusOr<Principal> Authenticator::AuthenticateBasic(std::string_view user
     return BadCredentials();
   }
   int64_t now = clock_.NowMicros();
-  std::string key = Sha256Hex(absl::StrCat(std::string(username), std::string(1, '\0'),
-                                           std::string(password)));
+  std::string key =
+      Sha256Hex(absl::StrCat(std::string(username), std::string(1, '\0'), std::string(password)));
   auto it = basic_cache_.find(key);
   if (it != basic_cache_.end() && it->second.valid_until > now) return it->second.principal;
 
@@ -140,7 +138,8 @@ absl::StatusOr<IssuedToken> Authenticator::Login(std::string_view username,
 
 absl::Status Authenticator::Logout(const Principal& principal) {
   if (principal.token_hash.empty()) {
-    return absl::InvalidArgumentError("this request did not use a token; there is nothing to log out");
+    return absl::InvalidArgumentError(
+        "this request did not use a token; there is nothing to log out");
   }
   return store_.DeleteToken(principal.token_hash);
 }

@@ -22,7 +22,7 @@ namespace kiln::auth {
 struct Principal {
   enum class Kind { kUser, kTask, kAgent };
   Kind kind = Kind::kUser;
-  int64_t user_id = 0;   // kUser; kTask: the job's owner
+  int64_t user_id = 0;  // kUser; kTask: the job's owner
   std::string username;
   bool admin = false;
   std::optional<int64_t> job_id;  // kTask only: the one job it may act for
@@ -52,8 +52,7 @@ class Authenticator {
   // Unauthenticated (same message whether the user or the password is wrong).
   // Successful checks are cached for a few minutes keyed by a hash of the credentials,
   // so HTTP Basic on every call does not pay PBKDF2 every time.
-  absl::StatusOr<Principal> AuthenticateBasic(std::string_view username,
-                                              std::string_view password);
+  absl::StatusOr<Principal> AuthenticateBasic(std::string_view username, std::string_view password);
   // Unauthenticated for unknown, expired or revoked tokens.
   absl::StatusOr<Principal> AuthenticateToken(std::string_view token);
 
@@ -66,8 +65,8 @@ class Authenticator {
   // Registers `token` as a credential for agents (the master's agent secret).
   absl::Status RegisterAgentToken(std::string_view token);
 
-  absl::StatusOr<store::UserRecord> CreateUser(std::string_view username,
-                                               std::string_view password, bool admin);
+  absl::StatusOr<store::UserRecord> CreateUser(std::string_view username, std::string_view password,
+                                               bool admin);
 
   // Forgets cached Basic credentials (after a password change, or in tests).
   void ClearCache() { basic_cache_.clear(); }

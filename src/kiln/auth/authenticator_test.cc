@@ -57,7 +57,8 @@ TEST_F(AuthenticatorTest, SessionTokensWorkUntilLogoutOrExpiry) {
   EXPECT_EQ(p.username, "ada");
   EXPECT_FALSE(p.admin);
   KILN_ASSERT_OK(auth_->Logout(p));
-  EXPECT_THAT(auth_->AuthenticateToken(t.token), StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("token")));
+  EXPECT_THAT(auth_->AuthenticateToken(t.token),
+              StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("token")));
 
   KILN_ASSERT_OK_AND_ASSIGN(IssuedToken t2, auth_->Login("ada", "password1"));
   clock_.AdvanceMicros(Authenticator::kSessionLifetimeMicros + 1);

@@ -9,13 +9,14 @@ const char* TypeName(const Json& v) { return v.type_name(); }
 
 absl::StatusOr<const Json*> Field(const Json& obj, std::string_view field, bool required) {
   if (!obj.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("expected a JSON object holding \"", std::string(field), "\", got ", TypeName(obj)));
+    return absl::InvalidArgumentError(absl::StrCat("expected a JSON object holding \"",
+                                                   std::string(field), "\", got ", TypeName(obj)));
   }
   auto it = obj.find(field);
   if (it == obj.end() || it->is_null()) {
     if (required) {
-      return absl::InvalidArgumentError(absl::StrCat("missing required field \"", std::string(field), "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("missing required field \"", std::string(field), "\""));
     }
     return nullptr;
   }
@@ -23,16 +24,16 @@ absl::StatusOr<const Json*> Field(const Json& obj, std::string_view field, bool 
 }
 
 absl::Status WrongType(std::string_view field, std::string_view want, const Json& got) {
-  return absl::InvalidArgumentError(
-      absl::StrCat("field \"", std::string(field), "\" must be ", std::string(want), ", got ", TypeName(got)));
+  return absl::InvalidArgumentError(absl::StrCat("field \"", std::string(field), "\" must be ",
+                                                 std::string(want), ", got ", TypeName(got)));
 }
 
 }  // namespace
 
 absl::StatusOr<Json> ParseJson(std::string_view text, size_t max_bytes) {
   if (text.size() > max_bytes) {
-    return absl::InvalidArgumentError(absl::StrCat("JSON body is ", text.size(),
-                                                   " bytes; the limit is ", max_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("JSON body is ", text.size(), " bytes; the limit is ", max_bytes));
   }
   Json parsed = Json::parse(text, /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {

@@ -32,8 +32,8 @@ TEST(JsonTest, AccessorsNameTheFieldAndTheExpectedType) {
 
 TEST(JsonTest, AccessorsRejectNonObjects) {
   KILN_ASSERT_OK_AND_ASSIGN(Json j, ParseJson("[1]"));
-  EXPECT_THAT(GetString(j, "a"), StatusIs(absl::StatusCode::kInvalidArgument,
-                                          HasSubstr("expected a JSON object")));
+  EXPECT_THAT(GetString(j, "a"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("expected a JSON object")));
 }
 
 TEST(JsonTest, StringListAndMapCheckElementTypes) {

@@ -17,10 +17,10 @@
 #define KILN_INTERNAL_CONCAT(a, b) KILN_INTERNAL_CONCAT_(a, b)
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define KILN_RETURN_IF_ERROR(expr)                    \
-  do {                                                \
-    ::absl::Status kiln_status_ = (expr);             \
-    if (!kiln_status_.ok()) return kiln_status_;      \
+#define KILN_RETURN_IF_ERROR(expr)               \
+  do {                                           \
+    ::absl::Status kiln_status_ = (expr);        \
+    if (!kiln_status_.ok()) return kiln_status_; \
   } while (false)
 
 // `KILN_ASSIGN_OR_RETURN(auto x, F())` declares `x` from F()'s value, or returns F()'s
@@ -34,21 +34,21 @@
 
 // Crashes with a message when an internal invariant does not hold. Always on, also in
 // release builds: continuing past a broken invariant corrupts stored state.
-#define KILN_CHECK(cond)                                                          \
-  do {                                                                            \
-    if (!(cond)) {                                                                \
+#define KILN_CHECK(cond)                                                                 \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
       std::fprintf(stderr, "%s:%d: KILN_CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                               \
-    }                                                                             \
+      std::abort();                                                                      \
+    }                                                                                    \
   } while (false)
 
 // Crashes unless `status` is OK; for calls that cannot fail unless the program is wrong.
-#define KILN_CHECK_OK(status)                                                          \
-  do {                                                                                 \
-    const ::absl::Status& kiln_check_status_ = (status);                               \
-    if (!kiln_check_status_.ok()) {                                                    \
-      std::fprintf(stderr, "%s:%d: KILN_CHECK_OK failed: %s\n", __FILE__, __LINE__,    \
-                   kiln_check_status_.ToString().c_str());                             \
-      std::abort();                                                                    \
-    }                                                                                  \
+#define KILN_CHECK_OK(status)                                                       \
+  do {                                                                              \
+    const ::absl::Status& kiln_check_status_ = (status);                            \
+    if (!kiln_check_status_.ok()) {                                                 \
+      std::fprintf(stderr, "%s:%d: KILN_CHECK_OK failed: %s\n", __FILE__, __LINE__, \
+                   kiln_check_status_.ToString().c_str());                          \
+      std::abort();                                                                 \
+    }                                                                               \
   } while (false)

@@ -80,9 +80,11 @@ absl::Status JobController::Recover() {
   KILN_ASSIGN_OR_RETURN(auto jobs, store_.ListJobs(filter));
   for (JobRecord& record : jobs) {
     auto body = base::ParseJson(record.spec_json);
-    if (!body.ok()) return absl::InternalError(absl::StrCat("job ", record.id, " has a corrupt spec"));
+    if (!body.ok())
+      return absl::InternalError(absl::StrCat("job ", record.id, " has a corrupt spec"));
     auto spec = ParseJobSpec(*body);
-    if (!spec.ok()) return absl::InternalError(absl::StrCat("job ", record.id, ": ", spec.status().message()));
+    if (!spec.ok())
+      return absl::InternalError(absl::StrCat("job ", record.id, ": ", spec.status().message()));
     int64_t id = record.id;
     active_[id] = ActiveJob{std::move(record), std::move(*spec)};
   }
@@ -112,8 +114,7 @@ absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobS
   record.state = JobState::kQueued;
   record.spec_json = base::DumpJson(JobSpecToJson(spec));
   record.created_at = clock_.NowMicros();
-  store::EventRecord event{0, record.created_at, "STATE",
-                           absl::StrCat("QUEUED by ", who.username)};
+  store::EventRecord event{0, record.created_at, "STATE", absl::StrCat("QUEUED by ", who.username)};
   KILN_ASSIGN_OR_RETURN(record, store_.CreateJob(std::move(record), event));
   record.username = who.username;
   int64_t id = record.id;
@@ -122,8 +123,8 @@ absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobS
   return active_.count(id) ? active_[id].record : record;
 }
 
-absl::StatusOr<JobController::ActiveJob*> JobController::FindAccessible(
-    const auth::Principal& who, int64_t job_id) {
+absl::StatusOr<JobController::ActiveJob*> JobController::FindAccessible(const auth::Principal& who,
+                                                                        int64_t job_id) {
   auto it = active_.find(job_id);
   if (it == active_.end()) return nullptr;
   if (!auth::CanAccessJob(who, it->second.record)) {
@@ -160,8 +161,8 @@ absl::StatusOr<JobRecord> JobController::Kill(const auth::Principal& who, int64_
   KILN_ASSIGN_OR_RETURN(ActiveJob * job, FindAccessible(who, job_id));
   if (job == nullptr) {
     KILN_ASSIGN_OR_RETURN(JobRecord record, GetJob(who, job_id));
-    return absl::FailedPreconditionError(absl::StrCat(
-        "job ", job_id, " has already ended (", store::JobStateName(record.state), ")"));
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, " has already ended (",
+                                                      store::JobStateName(record.state), ")"));
   }
   std::string by = absl::StrCat("killed by ", who.username);
   switch (job->record.state) {
@@ -170,8 +171,8 @@ absl::StatusOr<JobRecord> JobController::Kill(const auth::Principal& who, int64_
       // Not started: nothing to signal. If an agent did start it meanwhile, its next sync
       // lists the task and is told to kill it, because the job is over.
       std::string agent = job->record.agent_id;
-      KILN_RETURN_IF_ERROR(Finish(*job, JobState::kKilled, by, std::nullopt, std::nullopt,
-                                  std::nullopt));
+      KILN_RETURN_IF_ERROR(
+          Finish(*job, JobState::kKilled, by, std::nullopt, std::nullopt, std::nullopt));
       if (!agent.empty()) NotifyAgent(agent);
       KILN_ASSIGN_OR_RETURN(JobRecord record, store_.GetJob(job_id));
       return record;
@@ -266,12 +267,12 @@ void JobController::Schedule() {
     job.record.agent_id = placement->agent_id;
     job.record.scheduled_at = clock_.NowMicros();
     job.record.allocation_json = base::DumpJson(AllocationToJson(*placement));
-    std::string msg = absl::StrCat("SCHEDULED on ", placement->agent_id, " (",
-                                   placement->slots, " slots",
-                                   placement->gpu_indices.empty()
-                                       ? ""
-                                       : absl::StrCat(", GPUs ", absl::StrJoin(placement->gpu_indices, ",")),
-                                   ")");
+    std::string msg =
+        absl::StrCat("SCHEDULED on ", placement->agent_id, " (", placement->slots, " slots",
+                     placement->gpu_indices.empty()
+                         ? ""
+                         : absl::StrCat(", GPUs ", absl::StrJoin(placement->gpu_indices, ",")),
+                     ")");
     absl::Status s = Transition(job, "STATE", msg);
     if (!s.ok()) {
       spdlog::error("job {}: could not record scheduling: {}", id, s.ToString());
@@ -350,8 +351,8 @@ absl::StatusOr<api::RegisterReply> JobController::RegisterAgent(const api::Agent
   base::Json gpus = base::Json::array();
   std::vector<int> gpu_indices;
   for (const auto& g : hello.gpus) {
-    gpus.push_back({{"index", g.index}, {"uuid", g.uuid}, {"name", g.name},
-                    {"memory_mib", g.memory_mib}});
+    gpus.push_back(
+        {{"index", g.index}, {"uuid", g.uuid}, {"name", g.name}, {"memory_mib", g.memory_mib}});
     gpu_indices.push_back(g.index);
   }
   record.gpus_json = base::DumpJson(gpus);
@@ -364,12 +365,14 @@ absl::StatusOr<api::RegisterReply> JobController::RegisterAgent(const api::Agent
   // restart the pool starts empty).
   for (auto& [id, job] : active_) {
     if (job.record.agent_id != hello.agent_id) continue;
-    if (job.record.state != JobState::kScheduled && job.record.state != JobState::kRunning) continue;
+    if (job.record.state != JobState::kScheduled && job.record.state != JobState::kRunning)
+      continue;
     if (pool_.AllocationOf(id)) continue;
     std::optional<scheduler::Allocation> a = AllocationFromJson(job.record.allocation_json);
     if (!a) a = scheduler::Allocation{hello.agent_id, job.spec.resources.slots, {}};
     absl::Status s = pool_.Allocate(id, *a);
-    if (!s.ok()) spdlog::warn("job {}: cannot re-allocate on {}: {}", id, hello.agent_id, s.ToString());
+    if (!s.ok())
+      spdlog::warn("job {}: cannot re-allocate on {}: {}", id, hello.agent_id, s.ToString());
   }
 
   // A running job the agent no longer holds (its host rebooted, its data dir was wiped)
@@ -430,7 +433,8 @@ absl::StatusOr<api::SyncReply> JobController::SyncAgent(const std::string& agent
                                                         const api::SyncRequest& request) {
   auto session = agents_.find(agent_id);
   if (session == agents_.end() || !session->second.registered) {
-    return absl::NotFoundError(absl::StrCat("agent ", agent_id, " is not registered; register first"));
+    return absl::NotFoundError(
+        absl::StrCat("agent ", agent_id, " is not registered; register first"));
   }
   session->second.last_seen = clock_.NowMicros();
   api::SyncReply reply;
@@ -460,7 +464,8 @@ absl::StatusOr<api::ReportReply> JobController::ApplyReport(const std::string& a
                                                             const api::AgentReport& report) {
   auto session = agents_.find(agent_id);
   if (session == agents_.end() || !session->second.registered) {
-    return absl::NotFoundError(absl::StrCat("agent ", agent_id, " is not registered; register first"));
+    return absl::NotFoundError(
+        absl::StrCat("agent ", agent_id, " is not registered; register first"));
   }
   session->second.last_seen = clock_.NowMicros();
   api::ReportReply reply;
@@ -553,25 +558,27 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
         state = JobState::kFinished;
       } else {
         state = JobState::kFailed;
-        reason = report.reason.empty() ? DescribeExit(report.exit_code, report.signal) : report.reason;
+        reason =
+            report.reason.empty() ? DescribeExit(report.exit_code, report.signal) : report.reason;
       }
-      KILN_RETURN_IF_ERROR(Finish(job, state, reason, report.exit_code, report.signal,
-                                  report.finished_at));
+      KILN_RETURN_IF_ERROR(
+          Finish(job, state, reason, report.exit_code, report.signal, report.finished_at));
       ack.done = true;
       return ack;
     }
     case api::TaskPhase::kLaunchFailed:
-      KILN_RETURN_IF_ERROR(Finish(job, JobState::kFailed,
-                                  report.reason.empty() ? "the task could not start" : report.reason,
-                                  report.exit_code, std::nullopt, report.finished_at));
+      KILN_RETURN_IF_ERROR(
+          Finish(job, JobState::kFailed,
+                 report.reason.empty() ? "the task could not start" : report.reason,
+                 report.exit_code, std::nullopt, report.finished_at));
       ack.done = true;
       return ack;
     case api::TaskPhase::kLost:
-      KILN_RETURN_IF_ERROR(Finish(
-          job, JobState::kFailed,
-          report.reason.empty() ? "the task's supervisor died; its exit status is unknown"
-                                : report.reason,
-          std::nullopt, std::nullopt, report.finished_at));
+      KILN_RETURN_IF_ERROR(Finish(job, JobState::kFailed,
+                                  report.reason.empty()
+                                      ? "the task's supervisor died; its exit status is unknown"
+                                      : report.reason,
+                                  std::nullopt, std::nullopt, report.finished_at));
       ack.done = true;
       return ack;
   }
@@ -594,11 +601,13 @@ void JobController::LoseAgent(const std::string& agent_id, const std::string& wh
       job.record.agent_id.clear();
       job.record.allocation_json.clear();
       job.record.scheduled_at.reset();
-      absl::Status s = Transition(job, "STATE", absl::StrCat("requeued: agent ", agent_id, " lost (", why, ")"));
+      absl::Status s =
+          Transition(job, "STATE", absl::StrCat("requeued: agent ", agent_id, " lost (", why, ")"));
       if (!s.ok()) spdlog::error("job {}: {}", id, s.ToString());
     } else {
-      absl::Status s = Finish(job, JobState::kFailed, absl::StrCat("agent ", agent_id, " lost (", why, ")"),
-                              std::nullopt, std::nullopt, std::nullopt);
+      absl::Status s =
+          Finish(job, JobState::kFailed, absl::StrCat("agent ", agent_id, " lost (", why, ")"),
+                 std::nullopt, std::nullopt, std::nullopt);
       if (!s.ok()) spdlog::error("job {}: {}", id, s.ToString());
     }
   }
@@ -627,8 +636,8 @@ base::Json JobController::DescribeAgents() const {
                     {"last_seen", base::FormatIso8601(s.last_seen)}};
     base::Json gpus = base::Json::array();
     for (const auto& g : s.hello.gpus) {
-      gpus.push_back({{"index", g.index}, {"uuid", g.uuid}, {"name", g.name},
-                      {"memory_mib", g.memory_mib}});
+      gpus.push_back(
+          {{"index", g.index}, {"uuid", g.uuid}, {"name", g.name}, {"memory_mib", g.memory_mib}});
     }
     a["gpus"] = gpus;
     auto u = usage.find(id);

@@ -99,8 +99,9 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
           "folder on a shared filesystem)");
     }
     if (!ref.id.empty() && !absl::StartsWith(ref.id, "sha256-")) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "package id \"", ref.id, "\" is not a Kiln package id; upload with POST /api/v1/packages"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("package id \"", ref.id,
+                       "\" is not a Kiln package id; upload with POST /api/v1/packages"));
     }
     if (!ref.path.empty() && ref.path[0] != '/') {
       return absl::InvalidArgumentError(
@@ -138,7 +139,8 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
           "env name \"", name, "\" is reserved: Kiln sets the KILN_* variables itself"));
     }
     if (value.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("env value of ", name, " contains a NUL byte"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("env value of ", name, " contains a NUL byte"));
     }
   }
 

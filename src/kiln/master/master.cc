@@ -2,14 +2,13 @@
 
 #include <signal.h>
 
-#include <chrono>
-#include <cstdio>
-#include <functional>
-
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstdio>
+#include <functional>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
@@ -81,14 +80,14 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   JobControllerOptions jc;
   jc.agent_timeout_micros = options.agent_timeout_seconds * 1'000'000;
   jc.kill_grace_ms = options.kill_grace_ms;
-  impl->jobs = std::make_unique<JobController>(*impl->store, *impl->auth,
-                                               base::SystemClock::Get(), jc);
+  impl->jobs =
+      std::make_unique<JobController>(*impl->store, *impl->auth, base::SystemClock::Get(), jc);
   KILN_RETURN_IF_ERROR(impl->jobs->Recover());
 
   api::NativeApiOptions api_options;
   api_options.data_dir = options.data_dir;
-  impl->api = std::make_unique<api::NativeApi>(impl->io, *impl->store, *impl->auth,
-                                               *impl->jobs, api_options);
+  impl->api = std::make_unique<api::NativeApi>(impl->io, *impl->store, *impl->auth, *impl->jobs,
+                                               api_options);
   net::Router router;
   impl->api->Register(router);
   net::HttpServerOptions server_options;
@@ -130,7 +129,9 @@ void Master::Run() {
   m.signals = std::make_unique<boost::asio::signal_set>(m.io, SIGINT, SIGTERM);
   m.signals->async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;
-    spdlog::info("signal {}: stopping; running tasks keep running and are re-attached at the next start", signo);
+    spdlog::info(
+        "signal {}: stopping; running tasks keep running and are re-attached at the next start",
+        signo);
     Stop();
   });
   m.sweep_timer = std::make_unique<boost::asio::steady_timer>(m.io);

@@ -15,16 +15,16 @@
 namespace kiln::master {
 
 struct MasterOptions {
-  std::string data_dir;            // kiln.db, packages/, agent-token, agent/ (local agent)
+  std::string data_dir;  // kiln.db, packages/, agent-token, agent/ (local agent)
   std::string address = "127.0.0.1";
-  int port = 8470;                 // 0 picks a free port
-  std::string admin_password;      // used only when the store has no user yet
+  int port = 8470;             // 0 picks a free port
+  std::string admin_password;  // used only when the store has no user yet
   int64_t agent_timeout_seconds = 60;
   int64_t kill_grace_ms = 10'000;
   bool local_agent = false;
-  int local_agent_slots = 0;       // 0: the number of CPUs
-  std::string shim_path;           // for the local agent; default beside this executable
-  std::string python_path;         // for the local agent's tasks
+  int local_agent_slots = 0;  // 0: the number of CPUs
+  std::string shim_path;      // for the local agent; default beside this executable
+  std::string python_path;    // for the local agent's tasks
   bool discover_gpus = true;
 };
 

@@ -65,9 +65,9 @@ absl::Status ResourcePool::Allocate(int64_t job_id, const Allocation& allocation
   }
   AgentState& a = it->second;
   if (a.used_slots + allocation.slots > a.slots) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "agent ", allocation.agent_id, " has ", a.slots - a.used_slots, " free slots, not ",
-        allocation.slots));
+    return absl::FailedPreconditionError(absl::StrCat("agent ", allocation.agent_id, " has ",
+                                                      a.slots - a.used_slots, " free slots, not ",
+                                                      allocation.slots));
   }
   std::vector<int> free = FreeGpus(a);
   for (int g : allocation.gpu_indices) {
@@ -114,10 +114,10 @@ absl::Status ResourcePool::CheckSatisfiable(const Resources& request) const {
     max_slots = std::max(max_slots, agent.slots);
     max_gpus = std::max(max_gpus, static_cast<int>(agent.gpus.size()));
   }
-  return absl::FailedPreconditionError(absl::StrCat(
-      "no agent can ever run this job: it asks for ", request.slots, " slots and ", request.gpus,
-      " GPUs, but the largest agent has ", max_slots, " slots and ", max_gpus,
-      " GPUs; ask for less (--slots/--gpus) or add a bigger agent"));
+  return absl::FailedPreconditionError(
+      absl::StrCat("no agent can ever run this job: it asks for ", request.slots, " slots and ",
+                   request.gpus, " GPUs, but the largest agent has ", max_slots, " slots and ",
+                   max_gpus, " GPUs; ask for less (--slots/--gpus) or add a bigger agent"));
 }
 
 std::map<std::string, ResourcePool::AgentUsage> ResourcePool::Usage() const {

@@ -45,8 +45,7 @@ absl::StatusOr<JobState> ParseJobState(std::string_view name) {
 }
 
 bool IsTerminal(JobState state) {
-  return state == JobState::kFinished || state == JobState::kFailed ||
-         state == JobState::kKilled;
+  return state == JobState::kFinished || state == JobState::kFailed || state == JobState::kKilled;
 }
 
 }  // namespace kiln::store

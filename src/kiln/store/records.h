@@ -21,14 +21,14 @@ struct UserRecord {
   std::string username;
   std::string password_hash;  // see auth/password.h for the format
   bool admin = false;
-  int64_t created_at = 0;     // µs since epoch, as every time in the store
+  int64_t created_at = 0;  // µs since epoch, as every time in the store
 };
 
 enum class TokenKind { kSession, kTask, kAgent };
 const char* TokenKindName(TokenKind kind);
 
 struct TokenRecord {
-  std::string hash;             // SHA-256 hex of the token; the token itself is never stored
+  std::string hash;  // SHA-256 hex of the token; the token itself is never stored
   TokenKind kind = TokenKind::kSession;
   std::optional<int64_t> user_id;  // absent for agent tokens
   std::optional<int64_t> job_id;   // task tokens: the job they may report for
@@ -69,8 +69,8 @@ struct JobRecord {
 };
 
 struct JobFilter {
-  std::optional<int64_t> user_id;  // nullopt: everyone's
-  std::vector<JobState> states;    // empty: any
+  std::optional<int64_t> user_id;    // nullopt: everyone's
+  std::vector<JobState> states;      // empty: any
   std::optional<int64_t> before_id;  // pagination: ids strictly below
   int limit = 50;
 };
@@ -101,9 +101,9 @@ struct MetricPoint {
 // each tailed file now stands. Applied atomically, so a resend after a crash is dropped
 // by offset instead of duplicated.
 struct TaskOutput {
-  std::vector<LogLine> lines;        // seq ignored on input
+  std::vector<LogLine> lines;  // seq ignored on input
   std::vector<MetricPoint> metrics;
-  std::map<std::string, int64_t> offsets;  // stream name ("log", "emetrics") -> new offset
+  std::map<std::string, int64_t> offsets;           // stream name ("log", "emetrics") -> new offset
   std::map<std::string, int64_t> expected_offsets;  // the offsets the batch starts from
 };
 

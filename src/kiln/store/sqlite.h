@@ -32,7 +32,9 @@ class SqliteStatement {
   SqliteStatement& Bind(int index, int value) { return Bind(index, int64_t{value}); }
   SqliteStatement& Bind(int index, double value);
   SqliteStatement& Bind(int index, std::string_view value);
-  SqliteStatement& Bind(int index, const char* value) { return Bind(index, std::string_view(value)); }
+  SqliteStatement& Bind(int index, const char* value) {
+    return Bind(index, std::string_view(value));
+  }
   SqliteStatement& Bind(int index, const std::string& value) {
     return Bind(index, std::string_view(value));
   }

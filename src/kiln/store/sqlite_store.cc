@@ -159,9 +159,9 @@ absl::Status SqliteStore::Migrate() {
   int version = row ? static_cast<int>(get->ColumnInt(0)) : 0;
   get->Reset();
   if (version > kLatestVersion) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("the database has schema version ", version, " but this kilnd knows only up to ",
-                     kLatestVersion, "; run a newer kilnd or use another --data-dir"));
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the database has schema version ", version, " but this kilnd knows only up to ",
+        kLatestVersion, "; run a newer kilnd or use another --data-dir"));
   }
   for (int v = version; v < kLatestVersion; ++v) {
     // Schema change and version bump commit together: a crash mid-migration leaves the
@@ -196,7 +196,8 @@ absl::StatusOr<UserRecord> SqliteStore::CreateUser(UserRecord user) {
 absl::StatusOr<UserRecord> SqliteStore::GetUser(int64_t id) {
   KILN_ASSIGN_OR_RETURN(
       SqliteStatement * st,
-      db_->Prepare("SELECT id, username, password_hash, admin, created_at FROM users WHERE id = ?"));
+      db_->Prepare(
+          "SELECT id, username, password_hash, admin, created_at FROM users WHERE id = ?"));
   st->Bind(1, id);
   KILN_ASSIGN_OR_RETURN(bool row, st->Step());
   if (!row) return absl::NotFoundError(absl::StrCat("no user with id ", id));
@@ -318,7 +319,8 @@ absl::StatusOr<JobRecord> SqliteStore::CreateJob(JobRecord job, const EventRecor
   KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
   KILN_ASSIGN_OR_RETURN(
       SqliteStatement * st,
-      db_->Prepare("INSERT INTO jobs (name, user_id, state, spec, created_at) VALUES (?, ?, ?, ?, ?)"));
+      db_->Prepare(
+          "INSERT INTO jobs (name, user_id, state, spec, created_at) VALUES (?, ?, ?, ?, ?)"));
   st->Bind(1, job.name).Bind(2, job.user_id).Bind(3, JobStateName(job.state));
   st->Bind(4, job.spec_json).Bind(5, job.created_at);
   KILN_RETURN_IF_ERROR(st->Run());
@@ -344,8 +346,8 @@ absl::StatusOr<JobRecord> SqliteStore::GetJob(int64_t id) {
 }
 
 absl::StatusOr<std::vector<JobRecord>> SqliteStore::ListJobs(const JobFilter& filter) {
-  std::string sql = absl::StrCat("SELECT ", kJobColumns,
-                                 " FROM jobs j JOIN users u ON u.id = j.user_id WHERE 1");
+  std::string sql =
+      absl::StrCat("SELECT ", kJobColumns, " FROM jobs j JOIN users u ON u.id = j.user_id WHERE 1");
   if (filter.user_id) sql += " AND j.user_id = ?1";
   if (filter.before_id) sql += " AND j.id < ?2";
   if (!filter.states.empty()) {
@@ -458,9 +460,8 @@ absl::StatusOr<int64_t> SqliteStore::AppendTaskOutput(int64_t job_id, const Task
 }
 
 absl::StatusOr<std::map<std::string, int64_t>> SqliteStore::GetStreamOffsets(int64_t job_id) {
-  KILN_ASSIGN_OR_RETURN(
-      SqliteStatement * st,
-      db_->Prepare("SELECT stream, offset FROM stream_offsets WHERE job_id = ?"));
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT stream, offset FROM stream_offsets WHERE job_id = ?"));
   st->Bind(1, job_id);
   std::map<std::string, int64_t> out;
   while (true) {
@@ -476,9 +477,8 @@ absl::StatusOr<bool> SqliteStore::AppendMetrics(int64_t job_id, const std::strin
                                                 const std::vector<MetricPoint>& points) {
   KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
   std::string stream = absl::StrCat("writer:", writer);
-  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
-                        db_->Prepare("SELECT offset FROM stream_offsets "
-                                     "WHERE job_id = ? AND stream = ?"));
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare("SELECT offset FROM stream_offsets "
+                                                           "WHERE job_id = ? AND stream = ?"));
   st->Bind(1, job_id).Bind(2, stream);
   KILN_ASSIGN_OR_RETURN(bool row, st->Step());
   if (row && st->ColumnInt(0) >= seq) return false;
@@ -500,8 +500,8 @@ absl::StatusOr<std::vector<LogLine>> SqliteStore::GetLogLines(int64_t job_id, in
     KILN_ASSIGN_OR_RETURN(bool row, st->Step());
     if (!row) break;
     std::string stream = st->ColumnText(2);
-    out.push_back({st->ColumnInt(0), st->ColumnInt(1), stream == "e" ? 'e' : 'o',
-                   st->ColumnText(3)});
+    out.push_back(
+        {st->ColumnInt(0), st->ColumnInt(1), stream == "e" ? 'e' : 'o', st->ColumnText(3)});
   }
   return out;
 }
@@ -518,8 +518,7 @@ absl::StatusOr<int64_t> SqliteStore::GetLastLogSeq(int64_t job_id) {
 
 absl::StatusOr<std::vector<MetricPoint>> SqliteStore::GetMetrics(
     int64_t job_id, const std::optional<std::string>& name) {
-  std::string sql =
-      "SELECT name, grp, step, value, time FROM metric_points WHERE job_id = ?1";
+  std::string sql = "SELECT name, grp, step, value, time FROM metric_points WHERE job_id = ?1";
   if (name) sql += " AND name = ?2";
   sql += " ORDER BY name, grp, step, rowid";
   KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));

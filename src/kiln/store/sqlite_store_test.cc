@@ -153,7 +153,8 @@ TEST_F(SqliteStoreTest, ExpiredTokensAreNotFound) {
   KILN_ASSERT_OK_AND_ASSIGN(TokenRecord got, store_->GetToken("abc", 50));
   EXPECT_EQ(got.kind, TokenKind::kTask);
   EXPECT_EQ(got.job_id, 7);
-  EXPECT_THAT(store_->GetToken("abc", 100), StatusIs(absl::StatusCode::kNotFound, HasSubstr("expired")));
+  EXPECT_THAT(store_->GetToken("abc", 100),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("expired")));
   KILN_ASSERT_OK(store_->DeleteJobTokens(7));
   EXPECT_FALSE(store_->GetToken("abc", 50).ok());
 }

@@ -18,16 +18,16 @@ const absl::Status& GetStatus(const absl::StatusOr<T>& s) {
 }
 }  // namespace kiln::testing_internal
 
-#define KILN_EXPECT_OK(expr) \
+#define KILN_EXPECT_OK(expr)                                  \
   EXPECT_TRUE(::kiln::testing_internal::GetStatus(expr).ok()) \
       << ::kiln::testing_internal::GetStatus(expr)
-#define KILN_ASSERT_OK(expr) \
+#define KILN_ASSERT_OK(expr)                                  \
   ASSERT_TRUE(::kiln::testing_internal::GetStatus(expr).ok()) \
       << ::kiln::testing_internal::GetStatus(expr)
-#define KILN_ASSERT_OK_AND_ASSIGN(lhs, expr)                                      \
-  auto KILN_INTERNAL_CONCAT(kiln_t_, __LINE__) = (expr);                          \
-  ASSERT_TRUE(KILN_INTERNAL_CONCAT(kiln_t_, __LINE__).ok())                       \
-      << KILN_INTERNAL_CONCAT(kiln_t_, __LINE__).status();                        \
+#define KILN_ASSERT_OK_AND_ASSIGN(lhs, expr)                \
+  auto KILN_INTERNAL_CONCAT(kiln_t_, __LINE__) = (expr);    \
+  ASSERT_TRUE(KILN_INTERNAL_CONCAT(kiln_t_, __LINE__).ok()) \
+      << KILN_INTERNAL_CONCAT(kiln_t_, __LINE__).status();  \
   lhs = std::move(KILN_INTERNAL_CONCAT(kiln_t_, __LINE__)).value()
 
 // EXPECT_THAT(status, StatusIs(absl::StatusCode::kNotFound, HasSubstr("job 7")))
@@ -38,6 +38,5 @@ MATCHER_P2(StatusIs, code, message_matcher, "") {
                      << ")";
     return false;
   }
-  return ::testing::ExplainMatchResult(message_matcher, std::string(s.message()),
-                                       result_listener);
+  return ::testing::ExplainMatchResult(message_matcher, std::string(s.message()), result_listener);
 }
