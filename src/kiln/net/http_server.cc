@@ -21,6 +21,7 @@
 #include <deque>
 #include <exception>
 #include <limits>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <unordered_map>
@@ -31,7 +32,6 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/synchronization/mutex.h"
 #include "kiln/base/logging.h"
 #include "kiln/base/status.h"
 #include "kiln/net/http_parsing.h"
@@ -146,7 +146,9 @@ struct ServerShared {
   const HttpServerOptions options;
   const Router router;
 
-  absl::Mutex mu;
+  // std::mutex rather than absl::Mutex: Debian's prebuilt Abseil is not built for
+  // ThreadSanitizer, which then cannot see absl::Mutex's synchronization.
+  std::mutex mu;
   bool stopped ABSL_GUARDED_BY(mu) = false;
   std::unordered_map<const void*, std::weak_ptr<Connection>> connections ABSL_GUARDED_BY(mu);
 };
@@ -167,7 +169,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   ~Connection() {
-    absl::MutexLock lock(&server_->mu);
+    std::lock_guard<std::mutex> lock(server_->mu);
     server_->connections.erase(this);
   }
 
@@ -666,7 +668,7 @@ struct HttpServer::Listener : public std::enable_shared_from_this<HttpServer::Li
         shared(std::move(server_shared)) {}
 
   void Accept() {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(mu);
     if (!acceptor.is_open()) return;
     acceptor.async_accept(asio::make_strand(io),
                           [self = shared_from_this()](beast::error_code ec, tcp::socket socket) {
@@ -688,7 +690,7 @@ struct HttpServer::Listener : public std::enable_shared_from_this<HttpServer::Li
     socket.set_option(tcp::no_delay(true), ec);
     auto connection = std::make_shared<Connection>(std::move(socket), shared);
     {
-      absl::MutexLock lock(&shared->mu);
+      std::lock_guard<std::mutex> lock(shared->mu);
       if (shared->stopped) return;  // `connection` closes its socket as it goes
       shared->connections[connection.get()] = connection;
     }
@@ -699,13 +701,13 @@ struct HttpServer::Listener : public std::enable_shared_from_this<HttpServer::Li
   void Stop() {
     std::vector<std::weak_ptr<Connection>> connections;
     {
-      absl::MutexLock lock(&shared->mu);
+      std::lock_guard<std::mutex> lock(shared->mu);
       if (shared->stopped) return;
       shared->stopped = true;
       for (const auto& [key, connection] : shared->connections) connections.push_back(connection);
     }
     {
-      absl::MutexLock lock(&mu);
+      std::lock_guard<std::mutex> lock(mu);
       beast::error_code ec;
       acceptor.close(ec);
     }
@@ -715,7 +717,7 @@ struct HttpServer::Listener : public std::enable_shared_from_this<HttpServer::Li
   }
 
   asio::io_context& io;
-  absl::Mutex mu;
+  std::mutex mu;
   tcp::acceptor acceptor ABSL_GUARDED_BY(mu);
   asio::steady_timer retry_timer;  // used on the acceptor's strand only
   std::shared_ptr<ServerShared> shared;
@@ -742,7 +744,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Create(asio::io_context&
   auto listener = std::make_shared<Listener>(io, shared);
   int port = 0;
   {
-    absl::MutexLock lock(&listener->mu);
+    std::lock_guard<std::mutex> lock(listener->mu);
     tcp::acceptor& acceptor = listener->acceptor;
     acceptor.open(endpoint.protocol(), ec);
     if (ec) return absl::UnavailableError(absl::StrCat("cannot open a socket: ", ec.message()));
