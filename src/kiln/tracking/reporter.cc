@@ -8,7 +8,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/time.h"
 #include "kiln/base/json.h"
 #include "kiln/base/random.h"
 #include "kiln/base/status.h"
@@ -119,10 +118,10 @@ Reporter::~Reporter() {
                  stats().points_pending, client_->base_url(), options_.exit_timeout.count());
   }
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     stopping_ = true;
-    changed_.SignalAll();
   }
+  changed_.notify_all();
   thread_.join();
 }
 
@@ -132,7 +131,7 @@ void Reporter::Report(int64_t step, std::string_view group,
   std::vector<std::string> bad_names;  // to warn about, after the lock is dropped
   bool overflowed = false;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     const bool was_empty = buffer_.empty();
     Entry entry{step, group.empty() ? "test" : std::string(group), time_s, {}};
     for (const auto& [name, value] : metrics) {
@@ -160,7 +159,7 @@ void Reporter::Report(int64_t step, std::string_view group,
     // The sender sleeps while the buffer is empty and wakes for a full batch; other
     // reports need not wake it.
     if (!buffer_.empty() && (was_empty || buffered_points_ >= options_.max_batch_points)) {
-      changed_.SignalAll();
+      changed_.notify_all();
     }
   }
   for (const std::string& name : bad_names) {
@@ -178,24 +177,19 @@ void Reporter::Report(int64_t step, std::string_view group,
 }
 
 bool Reporter::Flush(std::chrono::milliseconds timeout) {
-  const absl::Time deadline = absl::Now() + absl::FromChrono(timeout);
-  absl::MutexLock lock(&mu_);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::unique_lock lock(mu_);
   const int64_t target = enqueued_;
   if (resolved_ >= target) return true;
   ++flush_waiters_;
-  changed_.SignalAll();  // the sender stops waiting out flush_interval
-  while (resolved_ < target) {
-    if (changed_.WaitWithDeadline(&mu_, deadline) && resolved_ < target) {
-      --flush_waiters_;
-      return false;
-    }
-  }
+  changed_.notify_all();  // the sender stops waiting out flush_interval
+  const bool done = changed_.wait_until(lock, deadline, [&] { return resolved_ >= target; });
   --flush_waiters_;
-  return true;
+  return done;
 }
 
 ReporterStats Reporter::stats() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard lock(mu_);
   ReporterStats out = stats_;
   out.points_pending = static_cast<int64_t>(buffered_points_ + in_flight_points_);
   return out;
@@ -238,13 +232,11 @@ void Reporter::Run() {
   while (true) {
     Batch batch;
     {
-      absl::MutexLock lock(&mu_);
-      while (!stopping_ && buffer_.empty()) changed_.Wait(&mu_);
+      std::unique_lock lock(mu_);
+      changed_.wait(lock, [&] { return stopping_ || !buffer_.empty(); });
       // The interval starts with the first buffered point, so an idle reporter never wakes.
-      const absl::Time deadline = absl::Now() + absl::FromChrono(options_.flush_interval);
-      while (!stopping_ && !SendNowLocked()) {
-        if (changed_.WaitWithDeadline(&mu_, deadline)) break;  // interval over
-      }
+      const auto deadline = std::chrono::steady_clock::now() + options_.flush_interval;
+      changed_.wait_until(lock, deadline, [&] { return stopping_ || SendNowLocked(); });
       // Stopping comes after the destructor's Flush: what is left now is given up.
       if (stopping_) return;
       batch = TakeBatchLocked();
@@ -252,10 +244,12 @@ void Reporter::Run() {
       in_flight_points_ = batch.points;
     }
     Deliver(batch);
-    absl::MutexLock lock(&mu_);
-    in_flight_points_ = 0;
-    resolved_ += static_cast<int64_t>(batch.entries.size());
-    changed_.SignalAll();
+    {
+      std::lock_guard lock(mu_);
+      in_flight_points_ = 0;
+      resolved_ += static_cast<int64_t>(batch.entries.size());
+    }
+    changed_.notify_all();
   }
 }
 
@@ -275,7 +269,7 @@ void Reporter::Deliver(const Batch& batch) {
   while (true) {
     absl::StatusOr<net::HttpResponse> response = client_->PostJson(target_, body);
     if (response.ok() && response->status >= 200 && response->status < 300) {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       ++stats_.batches_sent;
       stats_.points_sent += points;
       return;
@@ -284,7 +278,7 @@ void Reporter::Deliver(const Batch& batch) {
       const absl::Status error = net::StatusFromHttpResponse(*response);
       bool first = false;
       {
-        absl::MutexLock lock(&mu_);
+        std::lock_guard lock(mu_);
         stats_.points_rejected += points;
         first = warned_statuses_.insert(response->status).second;
       }
@@ -305,7 +299,7 @@ void Reporter::Deliver(const Batch& batch) {
           response.ok() ? absl::StrCat("HTTP ", response->status) : response.status().ToString());
     }
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       ++stats_.retries;
     }
     if (!WaitUnlessStopped(backoff)) return;
@@ -314,12 +308,8 @@ void Reporter::Deliver(const Batch& batch) {
 }
 
 bool Reporter::WaitUnlessStopped(std::chrono::milliseconds delay) {
-  const absl::Time deadline = absl::Now() + absl::FromChrono(delay);
-  absl::MutexLock lock(&mu_);
-  while (!stopping_) {
-    if (changed_.WaitWithDeadline(&mu_, deadline)) break;
-  }
-  return !stopping_;
+  std::unique_lock lock(mu_);
+  return !changed_.wait_for(lock, delay, [&] { return stopping_; });
 }
 
 }  // namespace kiln::tracking

@@ -7,11 +7,13 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -22,7 +24,6 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "kiln/base/clock.h"
 #include "kiln/net/http_client.h"
 
@@ -151,8 +152,10 @@ class Reporter {
   const base::Clock& clock_;
   std::unique_ptr<net::HttpClient> client_;  // used by the sender thread only
 
-  mutable absl::Mutex mu_;
-  absl::CondVar changed_;  // buffer, resolved count, flush waiters or stop changed
+  // std::mutex rather than absl::Mutex: ThreadSanitizer sees pthread locking, not the
+  // inside of the prebuilt Abseil library, and would report false races.
+  mutable std::mutex mu_;
+  std::condition_variable changed_;  // buffer, resolved count, flush waiters or stop changed
   std::deque<Entry> buffer_ ABSL_GUARDED_BY(mu_);
   size_t buffered_points_ ABSL_GUARDED_BY(mu_) = 0;
   size_t in_flight_points_ ABSL_GUARDED_BY(mu_) = 0;

@@ -5,18 +5,18 @@
 
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <functional>
 #include <limits>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
-#include "absl/time/time.h"
 #include "kiln/base/json.h"
 #include "kiln/base/testing/fake_clock.h"
 #include "kiln/base/testing/status_matchers.h"
@@ -57,19 +57,18 @@ class FakeMaster {
   std::string url() const { return server_->base_url(); }
 
   void set_policy(Policy policy) {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     policy_ = std::move(policy);
   }
 
   // Blocks until `n` requests have arrived or `timeout` passed; returns whether they did.
-  bool WaitForRequests(size_t n, absl::Duration timeout = absl::Seconds(10)) {
-    absl::MutexLock lock(&mu_);
-    auto enough = [this, n]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return received_.size() >= n; };
-    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
+  bool WaitForRequests(size_t n, std::chrono::milliseconds timeout = 10s) {
+    std::unique_lock lock(mu_);
+    return arrived_.wait_for(lock, timeout, [&] { return received_.size() >= n; });
   }
 
   std::vector<Received> received() const {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     return received_;
   }
 
@@ -96,12 +95,13 @@ class FakeMaster {
     KILN_CHECK_OK(body.status());
     int status = 200;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       const int64_t seq = (*body)["seq"].get<int64_t>();
       const int attempt = attempts_[seq]++;
       if (policy_) status = policy_(seq, attempt);
       received_.push_back({req.path, req.Header("authorization"), *body, status});
     }
+    arrived_.notify_all();
     net::HttpResponse response;
     response.status = status;
     response.body =
@@ -109,10 +109,11 @@ class FakeMaster {
     res.Send(std::move(response));
   }
 
-  mutable absl::Mutex mu_;
-  Policy policy_ ABSL_GUARDED_BY(mu_);
-  std::map<int64_t, int> attempts_ ABSL_GUARDED_BY(mu_);
-  std::vector<Received> received_ ABSL_GUARDED_BY(mu_);
+  mutable std::mutex mu_;
+  std::condition_variable arrived_;
+  Policy policy_;                              // guarded by mu_
+  std::map<int64_t, int> attempts_;            // guarded by mu_
+  std::vector<Received> received_;             // guarded by mu_
   std::unique_ptr<net::ServerThread> server_;  // last: stopped before the state it uses
 };
 
