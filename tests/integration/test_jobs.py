@@ -158,3 +158,17 @@ def test_a_flood_of_output_neither_stalls_the_job_nor_loses_lines(client):
     assert status == 200
     assert [l["text"][:7] for l in last["lines"]] == ["0299999"]
     assert last["done"] is True
+
+
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_period(tmp_path):
+    from conftest import Master
+    master = Master(tmp_path / "m", extra_args=["--kill-grace-ms", "500"]).start()
+    try:
+        client = master.client()
+        job = client.submit(["sh", "-c", "trap '' TERM; echo ready; while true; do sleep 0.1; done"])
+        wait_for(lambda: client.all_logs(job["id"]), what="the job to start")
+        client.kill(job["id"])
+        done = client.wait_state(job["id"], "KILLED", timeout=30)
+        assert done["signal"] == 9
+    finally:
+        master.stop()
