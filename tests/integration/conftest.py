@@ -43,21 +43,26 @@ class Master:
     """A kilnd process on a data dir; can be killed (-9) and restarted on the same port."""
 
     def __init__(self, data_dir: Path, local_agent: bool = True, slots: int = 2,
-                 extra_args: Optional[list[str]] = None):
+                 extra_args: Optional[list[str]] = None, env: Optional[dict] = None,
+                 discover_gpus: bool = False):
         self.data_dir = data_dir
         self.local_agent = local_agent
         self.slots = slots
         self.extra_args = extra_args or []
+        self.env = env or {}
+        self.discover_gpus = discover_gpus
         self.port = 0
         self.proc: Optional[subprocess.Popen] = None
         self.log_path = data_dir.parent / f"{data_dir.name}-kilnd.log"
 
     def start(self) -> "Master":
         args = [str(BIN / "kilnd"), "--data-dir", str(self.data_dir), "--port", str(self.port),
-                "--no-gpus", "--log-level", "debug", *self.extra_args]
+                "--log-level", "debug", *self.extra_args]
+        if not self.discover_gpus:
+            args.append("--no-gpus")
         if self.local_agent:
             args += ["--local-agent", "--slots", str(self.slots)]
-        env = dict(os.environ, KILN_ADMIN_PASSWORD=ADMIN_PASSWORD)
+        env = dict(os.environ, KILN_ADMIN_PASSWORD=ADMIN_PASSWORD, **self.env)
         url_file = self.data_dir / "kilnd.url"
         if url_file.exists():
             url_file.unlink()
