@@ -100,16 +100,27 @@ def test_token_login_and_logout(master, client):
 
 
 def test_a_task_token_reaches_only_its_own_job(client, tmp_path):
+    from conftest import wait_for
     code = tmp_path / "c"
     code.mkdir()
-    (code / "t.sh").write_text("echo $KILN_TOKEN\n")
+    (code / "t.sh").write_text("echo $KILN_TOKEN; sleep 60\n")
     job = client.submit(["sh", "t.sh"], package=str(code))
     other = client.submit(["true"])
-    # The token is revoked when the job ends, so catch it while the job runs.
-    client.wait_state(job["id"], "FINISHED")
-    token = client.all_logs(job["id"])[0]["text"]
+    token = wait_for(lambda: client.all_logs(job["id"]), what="the token")[0]["text"]
     assert len(token) == 64
     headers = {"Authorization": f"Bearer {token}"}
+    assert client.raw("GET", f"/api/v1/jobs/{job['id']}", auth=False, headers=headers)[0] == 200
+    assert client.raw("GET", f"/api/v1/jobs/{other['id']}", auth=False, headers=headers)[0] == 404
+    assert client.raw("GET", "/api/v1/jobs", auth=False, headers=headers)[0] == 403
+    assert client.raw("POST", "/api/v1/jobs", auth=False, headers=headers,
+                      body=b'{"command": ["true"]}')[0] == 403
+    assert client.raw("GET", "/api/v1/agents", auth=False, headers=headers)[0] == 403
+    package = client.job(job["id"])["package"]["id"]
+    assert client.raw("GET", f"/api/v1/packages/{package}/content", auth=False,
+                      headers=headers)[0] == 403
+    client.kill(job["id"])
+    client.wait_state(job["id"], "KILLED")
+    # Revoked when the job ends.
     assert client.raw("GET", f"/api/v1/jobs/{job['id']}", auth=False, headers=headers)[0] == 401
 
 

@@ -317,7 +317,8 @@ void NativeApi::UploadPackage(HttpRequest& req, Responder res) {
 }
 
 void NativeApi::DownloadPackage(HttpRequest& req, Responder res) {
-  KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
+  // Packages are fetched by agents to start tasks; they are not per-user objects.
+  KILN_API_ASSIGN(auth::Principal who, AuthenticateAgent(req));
   (void)who;
   std::string id = req.path_params["id"];
   KILN_API_ASSIGN(store::PackageRecord p, store_.GetPackage(id));
@@ -515,7 +516,9 @@ void NativeApi::PostMetrics(HttpRequest& req, Responder res) {
 
 void NativeApi::ListAgents(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
-  (void)who;
+  if (who.kind == auth::Principal::Kind::kTask) {
+    return SendError(res, absl::PermissionDeniedError("task tokens cannot list agents"));
+  }
   SendJson(res, 200, {{"agents", jobs_.DescribeAgents()}});
 }
 
