@@ -33,8 +33,8 @@ namespace kiln::hpo {
 enum class ParamKind { kDouble, kInt, kPower, kCategorical, kFixed };
 
 struct Condition {
-  std::string parent;               // another parameter's name
-  std::vector<base::Json> values;   // active when the parent's external value is one of these
+  std::string parent;              // another parameter's name
+  std::vector<base::Json> values;  // active when the parent's external value is one of these
 };
 
 struct ParamSpec {
@@ -42,9 +42,10 @@ struct ParamSpec {
   ParamKind kind = ParamKind::kDouble;
   double low = 0;
   double high = 0;
-  bool log = false;   // kDouble / kInt: log-uniform
-  double step = 0;    // > 0: values on the grid low + k*step (kDouble, kInt, kPower)
-  double power = 0;   // kPower: the base
+  bool log = false;                 // kDouble / kInt: log-uniform
+  double step = 0;                  // > 0: values on the grid low + k*step (kDouble, kInt, kPower)
+  double power = 0;                 // kPower: the base
+  bool int_value = false;           // kPower: emit power^e as an integer when it is one (WMLA INT)
   std::vector<base::Json> choices;  // kCategorical (strings, ints or doubles) / kFixed (one value)
   std::optional<Condition> condition;
 
@@ -100,7 +101,9 @@ class SearchSpace {
   // values computed, categoricals as their original JSON value, fixed values as given.
   base::Json ToConfig(const Point& point) const;
 
-  // The total number of distinct points when every parameter is finite, else nullopt.
+  // The total number of distinct points when every parameter is finite, else nullopt:
+  // the product of the parameters' cardinalities (with conditional parameters an upper
+  // bound, as inactive combinations are counted), saturating at INT64_MAX.
   std::optional<int64_t> GridSize() const;
 
  private:
