@@ -14,6 +14,7 @@ deps:
 	@scripts/install-deps.sh
 
 configure: deps
+	@mkdir -p build
 	@cmake --preset $(PRESET) > $(BUILD_DIR).configure.log 2>&1 || (cat $(BUILD_DIR).configure.log; exit 1)
 
 build: configure
