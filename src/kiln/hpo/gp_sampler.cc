@@ -68,20 +68,26 @@ struct Kernel {
 };
 
 // In-place lower Cholesky of the row-major n x n matrix `a` (upper triangle ignored).
-// Returns false when `a` is not numerically positive definite.
+// Returns false when `a` is not numerically positive definite. Right-looking: after
+// column j is final, it is copied out contiguously so the trailing update is a row-wise
+// axpy, which the compiler vectorizes (the textbook dot-product form would not be without
+// -ffast-math).
 bool Cholesky(std::vector<double>& a, int n) {
+  std::vector<double> col(n);
   for (int j = 0; j < n; ++j) {
-    double* row_j = &a[static_cast<size_t>(j) * n];
-    double diag = row_j[j];
-    for (int k = 0; k < j; ++k) diag -= row_j[k] * row_j[k];
+    const double diag = a[static_cast<size_t>(j) * n + j];
     if (!(diag > 0) || !std::isfinite(diag)) return false;
     const double l_jj = std::sqrt(diag);
-    row_j[j] = l_jj;
+    a[static_cast<size_t>(j) * n + j] = l_jj;
+    const double inv = 1 / l_jj;
+    for (int i = j + 1; i < n; ++i) {
+      a[static_cast<size_t>(i) * n + j] *= inv;
+      col[i] = a[static_cast<size_t>(i) * n + j];
+    }
     for (int i = j + 1; i < n; ++i) {
       double* row_i = &a[static_cast<size_t>(i) * n];
-      double s = row_i[j];
-      for (int k = 0; k < j; ++k) s -= row_i[k] * row_j[k];
-      row_i[j] = s / l_jj;
+      const double c = col[i];
+      for (int k = j + 1; k <= i; ++k) row_i[k] -= c * col[k];
     }
   }
   return true;
@@ -124,6 +130,39 @@ void SolveUpper(const std::vector<double>& l, int n, double* b) {
   }
 }
 
+// K^-1 (full, row-major) from K's lower Cholesky factor `l`: X = L^-1 row by row, then
+// K^-1 = X^T X. Both loops are axpys over contiguous rows (they vectorize) and cost n^3/6
+// each, a third of solving n right-hand sides.
+std::vector<double> InverseFromCholesky(const std::vector<double>& l, int n) {
+  std::vector<double> x(static_cast<size_t>(n) * n, 0.0);
+  for (int i = 0; i < n; ++i) {
+    double* xi = &x[static_cast<size_t>(i) * n];
+    const double* li = &l[static_cast<size_t>(i) * n];
+    for (int k = 0; k < i; ++k) {
+      const double c = li[k];
+      const double* xk = &x[static_cast<size_t>(k) * n];
+      for (int j = 0; j <= k; ++j) xi[j] -= c * xk[j];
+    }
+    xi[i] += 1;
+    const double inv = 1 / li[i];
+    for (int j = 0; j <= i; ++j) xi[j] *= inv;
+  }
+  std::vector<double> out(static_cast<size_t>(n) * n, 0.0);
+  for (int k = 0; k < n; ++k) {
+    const double* xk = &x[static_cast<size_t>(k) * n];
+    for (int i = 0; i <= k; ++i) {
+      const double c = xk[i];
+      double* oi = &out[static_cast<size_t>(i) * n];
+      for (int j = 0; j <= i; ++j) oi[j] += c * xk[j];
+    }
+  }
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < i; ++j)
+      out[static_cast<size_t>(j) * n + i] = out[static_cast<size_t>(i) * n + j];
+  }
+  return out;
+}
+
 // The training data of a GP: n points of `dim` coordinates (row-major) and their
 // standardized values.
 struct Data {
@@ -134,20 +173,51 @@ struct Data {
   const double* row(int i) const { return &x[static_cast<size_t>(i) * dim]; }
 };
 
-// Log marginal likelihood at `theta` and its gradient. Returns -inf when K cannot be
-// factorized.
-double LogLikelihood(const Data& data, const std::vector<double>& theta, bool fit_noise,
-                     std::vector<double>* grad) {
+// Squared coordinate differences of every pair i > j (row-major over pairs, `dim` each),
+// computed once per fit: they do not depend on the hyperparameters.
+std::vector<double> PairwiseSquares(const Data& data) {
+  const int n = data.n();
+  const int dim = data.dim;
+  std::vector<double> sq;
+  sq.reserve(static_cast<size_t>(n) * (n - 1) / 2 * dim);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < i; ++j) {
+      for (int d = 0; d < dim; ++d) {
+        const double diff = data.row(i)[d] - data.row(j)[d];
+        sq.push_back(diff * diff);
+      }
+    }
+  }
+  return sq;
+}
+
+// Log marginal likelihood at `theta` and, when `grad` is set, its gradient. `sq` comes
+// from PairwiseSquares(data). Returns -inf when K cannot be factorized.
+double LogLikelihood(const Data& data, const std::vector<double>& sq,
+                     const std::vector<double>& theta, bool fit_noise, std::vector<double>* grad) {
   const int n = data.n();
   const int dim = data.dim;
   const Kernel kernel = Kernel::FromTheta(theta, dim, fit_noise);
   std::vector<double> k(static_cast<size_t>(n) * n);
+  // d k / d log l_d = signal * 5/3 * (1 + sqrt5 r) e^{-sqrt5 r} * diff_d^2 / l_d^2: the
+  // factor before diff_d^2 / l_d^2 is kept per pair for the gradient.
+  std::vector<double> dk_common(grad != nullptr ? sq.size() / std::max(dim, 1) : 0);
+  size_t pair = 0;
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j <= i; ++j) {
-      k[static_cast<size_t>(i) * n + j] = kernel.Eval(data.row(i), data.row(j), dim);
+    double* row = &k[static_cast<size_t>(i) * n];
+    for (int j = 0; j < i; ++j, ++pair) {
+      const double* s = &sq[pair * dim];
+      double r2 = 0;
+      for (int d = 0; d < dim; ++d) r2 += s[d] * kernel.inv_l2[d];
+      const double r = std::sqrt(r2);
+      const double e = std::exp(-kSqrt5 * r);
+      row[j] = kernel.signal * (1 + kSqrt5 * r + (5.0 / 3.0) * r2) * e;
+      if (grad != nullptr) dk_common[pair] = kernel.signal * (5.0 / 3.0) * (1 + kSqrt5 * r) * e;
     }
-    k[static_cast<size_t>(i) * n + i] += kernel.noise;
+    row[i] = kernel.signal + kernel.noise;
   }
+  std::vector<double> kernel_values;
+  if (grad != nullptr) kernel_values = k;  // Cholesky overwrites K
   if (!Cholesky(k, n)) return -std::numeric_limits<double>::infinity();
   std::vector<double> alpha = data.y;
   SolveLower(k, n, alpha.data());
@@ -159,44 +229,27 @@ double LogLikelihood(const Data& data, const std::vector<double>& theta, bool fi
   const double value = -0.5 * quad - log_det - 0.5 * n * kLog2Pi;
   if (grad == nullptr) return value;
 
-  // dL/dtheta = 0.5 tr(W dK/dtheta) with W = alpha alpha^T - K^-1.
-  std::vector<double> k_inv(static_cast<size_t>(n) * n);
-  std::vector<double> col(n);
-  for (int c = 0; c < n; ++c) {
-    std::fill(col.begin(), col.end(), 0.0);
-    col[c] = 1;
-    SolveLower(k, n, col.data());
-    SolveUpper(k, n, col.data());
-    for (int r = 0; r < n; ++r) k_inv[static_cast<size_t>(r) * n + c] = col[r];
-  }
+  // dL/dtheta = 0.5 tr(W dK/dtheta) with W = alpha alpha^T - K^-1; off-diagonal pairs
+  // appear twice in the trace, which cancels the 0.5.
+  const std::vector<double> k_inv = InverseFromCholesky(k, n);
   grad->assign(theta.size(), 0.0);
   std::vector<double>& g = *grad;
+  std::vector<double> g_len(dim, 0.0);
   double trace_noise = 0;
+  pair = 0;
   for (int i = 0; i < n; ++i) {
-    for (int j = 0; j < i; ++j) {
+    for (int j = 0; j < i; ++j, ++pair) {
       const double w = alpha[i] * alpha[j] - k_inv[static_cast<size_t>(i) * n + j];
-      double r2 = 0;
-      const double* a = data.row(i);
-      const double* b = data.row(j);
-      for (int d = 0; d < dim; ++d) {
-        const double diff = a[d] - b[d];
-        r2 += diff * diff * kernel.inv_l2[d];
-      }
-      const double r = std::sqrt(r2);
-      const double e = std::exp(-kSqrt5 * r);
-      const double kij = kernel.signal * (1 + kSqrt5 * r + (5.0 / 3.0) * r2) * e;
-      // d k / d log l_d = signal * 5/3 * (1 + sqrt5 r) e^{-sqrt5 r} * diff_d^2 / l_d^2.
-      const double common = w * kernel.signal * (5.0 / 3.0) * (1 + kSqrt5 * r) * e;
-      for (int d = 0; d < dim; ++d) {
-        const double diff = a[d] - b[d];
-        g[d] += common * diff * diff * kernel.inv_l2[d];  // off-diagonal pairs count twice
-      }
-      g[dim] += w * kij;
+      const double common = w * dk_common[pair];
+      const double* s = &sq[pair * dim];
+      for (int d = 0; d < dim; ++d) g_len[d] += common * s[d];
+      g[dim] += w * kernel_values[static_cast<size_t>(i) * n + j];
     }
     const double w_ii = alpha[i] * alpha[i] - k_inv[static_cast<size_t>(i) * n + i];
     g[dim] += 0.5 * w_ii * kernel.signal;
     trace_noise += w_ii;
   }
+  for (int d = 0; d < dim; ++d) g[d] = g_len[d] * kernel.inv_l2[d];
   if (fit_noise) g[dim + 1] = 0.5 * trace_noise * kernel.noise;
   return value;
 }
@@ -216,11 +269,12 @@ std::vector<double> FitHyperparameters(const Data& data, bool fit_noise, std::mt
     lower[dim + 1] = kLogNoiseMin;
     upper[dim + 1] = kLogNoiseMax;
   }
+  const std::vector<double> sq = PairwiseSquares(data);
   std::vector<double> best_theta(size);
   for (int d = 0; d < dim; ++d) best_theta[d] = std::log(0.3);
   best_theta[dim] = 0;
   if (fit_noise) best_theta[dim + 1] = std::log(1e-2);
-  double best_value = LogLikelihood(data, best_theta, fit_noise, nullptr);
+  double best_value = LogLikelihood(data, sq, best_theta, fit_noise, nullptr);
 
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   for (int restart = 0; restart < kFitRestarts; ++restart) {
@@ -236,7 +290,7 @@ std::vector<double> FitHyperparameters(const Data& data, bool fit_noise, std::mt
     constexpr double kRate = 0.1, kBeta1 = 0.9, kBeta2 = 0.999;
     double b1 = 1, b2 = 1;
     for (int step = 0; step < kAdamSteps; ++step) {
-      const double value = LogLikelihood(data, theta, fit_noise, &grad);
+      const double value = LogLikelihood(data, sq, theta, fit_noise, &grad);
       if (!std::isfinite(value)) break;
       if (value > best_value) {
         best_value = value;
@@ -252,7 +306,7 @@ std::vector<double> FitHyperparameters(const Data& data, bool fit_noise, std::mt
         theta[p] = std::clamp(theta[p] + step_p, lower[p], upper[p]);
       }
     }
-    const double value = LogLikelihood(data, theta, fit_noise, nullptr);
+    const double value = LogLikelihood(data, sq, theta, fit_noise, nullptr);
     if (value > best_value) {
       best_value = value;
       best_theta = theta;
@@ -288,28 +342,50 @@ class Posterior {
       for (int j = 0; j <= i; ++j)
         lt_[static_cast<size_t>(j) * n + i] = k[static_cast<size_t>(i) * n + j];
     }
-    scratch_.resize(n);
     return true;
   }
 
-  // Posterior mean and standard deviation at `x`.
-  std::pair<double, double> Predict(const double* x) {
+  static constexpr int kBatch = 16;
+
+  // Posterior means and standard deviations at `count` points (rows of `xs`). Candidates
+  // go through in blocks of kBatch so that L, which does not fit in L1 at a few hundred
+  // points, is streamed once per block rather than once per candidate.
+  void Predict(const double* xs, int count, double* mean, double* sd) {
     const int n = data_.n();
-    double* kx = scratch_.data();
-    double mean = 0;
-    for (int i = 0; i < n; ++i) {
-      kx[i] = kernel_.Eval(x, data_.row(i), data_.dim);
-      mean += kx[i] * alpha_[i];
+    const int dim = data_.dim;
+    block_.resize(static_cast<size_t>(n) * kBatch);
+    for (int start = 0; start < count; start += kBatch) {
+      const int b_count = std::min(kBatch, count - start);
+      std::array<double, kBatch> mu{}, explained{}, v{};
+      for (int i = 0; i < n; ++i) {
+        double* row = &block_[static_cast<size_t>(i) * kBatch];
+        for (int b = 0; b < kBatch; ++b) {
+          row[b] = b < b_count
+                       ? kernel_.Eval(xs + static_cast<size_t>(start + b) * dim, data_.row(i), dim)
+                       : 0.0;
+          mu[b] += row[b] * alpha_[i];
+        }
+      }
+      for (int j = 0; j < n; ++j) {
+        const double* col = &lt_[static_cast<size_t>(j) * n];
+        const double inv = 1 / col[j];
+        const double* row_j = &block_[static_cast<size_t>(j) * kBatch];
+        for (int b = 0; b < kBatch; ++b) {
+          v[b] = row_j[b] * inv;
+          explained[b] += v[b] * v[b];
+        }
+        for (int i = j + 1; i < n; ++i) {
+          const double c = col[i];
+          double* row_i = &block_[static_cast<size_t>(i) * kBatch];
+          for (int b = 0; b < kBatch; ++b) row_i[b] -= c * v[b];
+        }
+      }
+      for (int b = 0; b < b_count; ++b) {
+        const double var = kernel_.signal - explained[b];
+        mean[start + b] = mu[b];
+        sd[start + b] = var > 1e-12 ? std::sqrt(var) : 0.0;
+      }
     }
-    double explained = 0;
-    for (int j = 0; j < n; ++j) {
-      const double* col = &lt_[static_cast<size_t>(j) * n];
-      const double v = kx[j] / col[j];
-      explained += v * v;
-      for (int i = j + 1; i < n; ++i) kx[i] -= col[i] * v;
-    }
-    const double var = kernel_.signal - explained;
-    return {mean, var > 1e-12 ? std::sqrt(var) : 0.0};
   }
 
  private:
@@ -317,7 +393,7 @@ class Posterior {
   Kernel kernel_;
   std::vector<double> alpha_;
   std::vector<double> lt_;
-  std::vector<double> scratch_;
+  std::vector<double> block_;
 };
 
 // Expected improvement below `best` for a Gaussian with `mean` and `sd`.
@@ -611,21 +687,10 @@ absl::StatusOr<std::optional<Suggestion>> GpSampler::Ask(const std::vector<Trial
   std::uniform_real_distribution<double> unit(0.0, 1.0);
   std::normal_distribution<double> normal(0.0, 1.0);
 
-  struct Scored {
-    double ei;
-    double sd;
-    std::vector<double> u;
-  };
-  auto score = [&](std::vector<double>& u) {
-    cube.Canonicalize(u.data());
-    auto [mu, s] = posterior.Predict(u.data());
-    return Scored{ExpectedImprovement(mu, s, best), s, u};
-  };
-
-  std::vector<Scored> top;  // the best kRefineStarts by EI, descending
-  Scored most_uncertain{-1, -1, {}};
-  std::vector<double> u(dim);
+  // Score every candidate in one batched prediction.
+  std::vector<double> cand(static_cast<size_t>(cube_size) * dim);
   for (int c = 0; c < cube_size; ++c) {
+    double* u = &cand[static_cast<size_t>(c) * dim];
     if (c % 5 == 4) {
       const std::vector<double>& base = elite[(c / 5) % n_elite];
       const double scale = (c / 10) % 2 == 0 ? 0.05 : 0.2;
@@ -633,36 +698,60 @@ absl::StatusOr<std::optional<Suggestion>> GpSampler::Ask(const std::vector<Trial
     } else {
       for (int d = 0; d < dim; ++d) u[d] = unit(rng);
     }
-    Scored s = score(u);
-    if (s.sd > most_uncertain.sd) most_uncertain = s;
-    if (static_cast<int>(top.size()) < kRefineStarts || s.ei > top.back().ei) {
-      if (static_cast<int>(top.size()) == kRefineStarts) top.pop_back();
-      auto pos = std::upper_bound(top.begin(), top.end(), s.ei,
-                                  [](double ei, const Scored& t) { return ei > t.ei; });
-      top.insert(pos, std::move(s));
-    }
+    cube.Canonicalize(u);
   }
+  std::vector<double> mu(cube_size), sigma(cube_size), ei(cube_size);
+  posterior.Predict(cand.data(), cube_size, mu.data(), sigma.data());
+  for (int c = 0; c < cube_size; ++c) ei[c] = ExpectedImprovement(mu[c], sigma[c], best);
+  std::vector<int> order(cube_size);
+  std::iota(order.begin(), order.end(), 0);
+  const int n_starts = std::min(kRefineStarts, cube_size);
+  std::partial_sort(order.begin(), order.begin() + n_starts, order.end(),
+                    [&](int a, int b) { return ei[a] > ei[b] || (ei[a] == ei[b] && a < b); });
 
   // Local refinement: a random walk with shrinking steps from each of the best candidates,
-  // accepting only improvements.
-  Scored winner = top.front();
-  for (Scored start : top) {
-    double step = 0.05;
-    for (int it = 0; it < kRefineSteps; ++it) {
-      for (int d = 0; d < dim; ++d) u[d] = start.u[d] + step * normal(rng);
-      Scored s = score(u);
-      if (s.ei > start.ei) {
-        start = std::move(s);
+  // accepting only improvements; the walks advance together so each step is one batch.
+  std::vector<double> here(static_cast<size_t>(n_starts) * dim);
+  std::vector<double> here_ei(n_starts), step(n_starts, 0.05);
+  for (int s_i = 0; s_i < n_starts; ++s_i) {
+    std::copy_n(&cand[static_cast<size_t>(order[s_i]) * dim], dim,
+                &here[static_cast<size_t>(s_i) * dim]);
+    here_ei[s_i] = ei[order[s_i]];
+  }
+  std::vector<double> trial(here.size()), trial_mu(n_starts), trial_sd(n_starts);
+  for (int it = 0; it < kRefineSteps; ++it) {
+    for (int s_i = 0; s_i < n_starts; ++s_i) {
+      for (int d = 0; d < dim; ++d) {
+        const size_t at = static_cast<size_t>(s_i) * dim + d;
+        trial[at] = here[at] + step[s_i] * normal(rng);
+      }
+      cube.Canonicalize(&trial[static_cast<size_t>(s_i) * dim]);
+    }
+    posterior.Predict(trial.data(), n_starts, trial_mu.data(), trial_sd.data());
+    for (int s_i = 0; s_i < n_starts; ++s_i) {
+      const double e = ExpectedImprovement(trial_mu[s_i], trial_sd[s_i], best);
+      if (e > here_ei[s_i]) {
+        here_ei[s_i] = e;
+        std::copy_n(&trial[static_cast<size_t>(s_i) * dim], dim,
+                    &here[static_cast<size_t>(s_i) * dim]);
       } else {
-        step *= 0.7;
+        step[s_i] *= 0.7;
       }
     }
-    if (start.ei > winner.ei) winner = std::move(start);
   }
+  int winner = 0;
+  for (int s_i = 1; s_i < n_starts; ++s_i) {
+    if (here_ei[s_i] > here_ei[winner]) winner = s_i;
+  }
+  std::vector<double> chosen(&here[static_cast<size_t>(winner) * dim],
+                             &here[static_cast<size_t>(winner + 1) * dim]);
   // When EI underflows everywhere (a model that believes nothing beats the incumbent),
   // explore where the model knows least instead of picking an arbitrary tie.
-  if (!(winner.ei > 0)) winner = std::move(most_uncertain);
-  return Suggestion{cube.Canonicalize(winner.u.data()), 0, std::nullopt};
+  if (!(here_ei[winner] > 0)) {
+    const int c = static_cast<int>(std::max_element(sigma.begin(), sigma.end()) - sigma.begin());
+    chosen.assign(&cand[static_cast<size_t>(c) * dim], &cand[static_cast<size_t>(c + 1) * dim]);
+  }
+  return Suggestion{cube.Canonicalize(chosen.data()), 0, std::nullopt};
 }
 
 }  // namespace kiln::hpo
