@@ -15,9 +15,16 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/base/status.h"
+#include "kiln/hpo/gp_internal.h"
 
 namespace kiln::hpo {
+
 namespace {
+
+using gp_internal::Cholesky;
+using gp_internal::Data;
+using gp_internal::LogLikelihood;
+using gp_internal::PairwiseSquares;
 
 constexpr double kSqrt5 = 2.2360679774997896964;
 constexpr double kLog2Pi = 1.8378770664093454836;
@@ -66,32 +73,6 @@ struct Kernel {
     return signal * (1 + kSqrt5 * r + (5.0 / 3.0) * r2) * std::exp(-kSqrt5 * r);
   }
 };
-
-// In-place lower Cholesky of the row-major n x n matrix `a` (upper triangle ignored).
-// Returns false when `a` is not numerically positive definite. Right-looking: after
-// column j is final, it is copied out contiguously so the trailing update is a row-wise
-// axpy, which the compiler vectorizes (the textbook dot-product form would not be without
-// -ffast-math).
-bool Cholesky(std::vector<double>& a, int n) {
-  std::vector<double> col(n);
-  for (int j = 0; j < n; ++j) {
-    const double diag = a[static_cast<size_t>(j) * n + j];
-    if (!(diag > 0) || !std::isfinite(diag)) return false;
-    const double l_jj = std::sqrt(diag);
-    a[static_cast<size_t>(j) * n + j] = l_jj;
-    const double inv = 1 / l_jj;
-    for (int i = j + 1; i < n; ++i) {
-      a[static_cast<size_t>(i) * n + j] *= inv;
-      col[i] = a[static_cast<size_t>(i) * n + j];
-    }
-    for (int i = j + 1; i < n; ++i) {
-      double* row_i = &a[static_cast<size_t>(i) * n];
-      const double c = col[i];
-      for (int k = j + 1; k <= i; ++k) row_i[k] -= c * col[k];
-    }
-  }
-  return true;
-}
 
 // Adds growing jitter to the diagonal until the Cholesky succeeds: duplicated points
 // (a trial repeated, or a liar on top of a finished trial) make K singular in the
@@ -163,18 +144,34 @@ std::vector<double> InverseFromCholesky(const std::vector<double>& l, int n) {
   return out;
 }
 
-// The training data of a GP: n points of `dim` coordinates (row-major) and their
-// standardized values.
-struct Data {
-  int dim = 0;
-  std::vector<double> x;
-  std::vector<double> y;
-  int n() const { return static_cast<int>(y.size()); }
-  const double* row(int i) const { return &x[static_cast<size_t>(i) * dim]; }
-};
+}  // namespace
 
-// Squared coordinate differences of every pair i > j (row-major over pairs, `dim` each),
-// computed once per fit: they do not depend on the hyperparameters.
+namespace gp_internal {
+
+// Right-looking: after column j is final it is copied out contiguously, so the trailing
+// update is a row-wise axpy, which the compiler vectorizes (the textbook dot-product form
+// would not be without -ffast-math).
+bool Cholesky(std::vector<double>& a, int n) {
+  std::vector<double> col(n);
+  for (int j = 0; j < n; ++j) {
+    const double diag = a[static_cast<size_t>(j) * n + j];
+    if (!(diag > 0) || !std::isfinite(diag)) return false;
+    const double l_jj = std::sqrt(diag);
+    a[static_cast<size_t>(j) * n + j] = l_jj;
+    const double inv = 1 / l_jj;
+    for (int i = j + 1; i < n; ++i) {
+      a[static_cast<size_t>(i) * n + j] *= inv;
+      col[i] = a[static_cast<size_t>(i) * n + j];
+    }
+    for (int i = j + 1; i < n; ++i) {
+      double* row_i = &a[static_cast<size_t>(i) * n];
+      const double c = col[i];
+      for (int k = j + 1; k <= i; ++k) row_i[k] -= c * col[k];
+    }
+  }
+  return true;
+}
+
 std::vector<double> PairwiseSquares(const Data& data) {
   const int n = data.n();
   const int dim = data.dim;
@@ -191,8 +188,6 @@ std::vector<double> PairwiseSquares(const Data& data) {
   return sq;
 }
 
-// Log marginal likelihood at `theta` and, when `grad` is set, its gradient. `sq` comes
-// from PairwiseSquares(data). Returns -inf when K cannot be factorized.
 double LogLikelihood(const Data& data, const std::vector<double>& sq,
                      const std::vector<double>& theta, bool fit_noise, std::vector<double>* grad) {
   const int n = data.n();
@@ -253,6 +248,10 @@ double LogLikelihood(const Data& data, const std::vector<double>& sq,
   if (fit_noise) g[dim + 1] = 0.5 * trace_noise * kernel.noise;
   return value;
 }
+
+}  // namespace gp_internal
+
+namespace {
 
 // Maximises the log marginal likelihood by projected Adam from a few starts.
 std::vector<double> FitHyperparameters(const Data& data, bool fit_noise, std::mt19937_64& rng) {

@@ -7,6 +7,8 @@
 #include <random>
 #include <vector>
 
+#include "kiln/hpo/gp_internal.h"
+
 namespace kiln::hpo {
 namespace {
 
@@ -281,6 +283,60 @@ TEST(GpSamplerTest, StaysFiniteOnDuplicatePointsConstantValuesAndOneObservation)
   auto noisy = MakeSampler(space, options);
   EXPECT_TRUE(valid(AskOk(*noisy, duplicates)));
   EXPECT_TRUE(valid(AskOk(*noisy, constant)));
+}
+
+TEST(GpInternalTest, CholeskyFactorsPositiveDefiniteAndRejectsIndefinite) {
+  // A = M M^T + I for a fixed M is positive definite; L L^T must give it back.
+  const int n = 5;
+  std::vector<double> a(n * n);
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double s = i == j ? 1 : 0;
+      for (int k = 0; k < n; ++k) s += std::sin(i + 2 * k) * std::sin(j + 2 * k);
+      a[i * n + j] = s;
+    }
+  }
+  std::vector<double> l = a;
+  ASSERT_TRUE(gp_internal::Cholesky(l, n));
+  for (int i = 0; i < n; ++i) {
+    for (int j = 0; j <= i; ++j) {
+      double s = 0;
+      for (int k = 0; k <= j; ++k) s += l[i * n + k] * l[j * n + k];
+      EXPECT_NEAR(s, a[i * n + j], 1e-12);
+    }
+  }
+  std::vector<double> indefinite = {1, 2, 2, 1};
+  EXPECT_FALSE(gp_internal::Cholesky(indefinite, 2));
+}
+
+TEST(GpInternalTest, LikelihoodGradientMatchesFiniteDifferences) {
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<double> unit(0, 1);
+  gp_internal::Data data;
+  data.dim = 3;
+  for (int i = 0; i < 30; ++i) {
+    for (int d = 0; d < 3; ++d) data.x.push_back(unit(rng));
+    data.y.push_back(std::sin(6 * data.row(i)[0]) + data.row(i)[1]);
+  }
+  const std::vector<double> sq = gp_internal::PairwiseSquares(data);
+  for (bool fit_noise : {false, true}) {
+    std::vector<double> theta = {-1.0, -0.5, 0.2, 0.3};
+    if (fit_noise) theta.push_back(-3);
+    std::vector<double> grad;
+    const double value = gp_internal::LogLikelihood(data, sq, theta, fit_noise, &grad);
+    ASSERT_TRUE(std::isfinite(value));
+    ASSERT_EQ(grad.size(), theta.size());
+    for (size_t p = 0; p < theta.size(); ++p) {
+      std::vector<double> plus = theta, minus = theta;
+      plus[p] += 1e-5;
+      minus[p] -= 1e-5;
+      const double numeric = (gp_internal::LogLikelihood(data, sq, plus, fit_noise, nullptr) -
+                              gp_internal::LogLikelihood(data, sq, minus, fit_noise, nullptr)) /
+                             2e-5;
+      EXPECT_NEAR(grad[p], numeric, 1e-4 * std::max(1.0, std::abs(numeric)))
+          << "parameter " << p << (fit_noise ? " (noise fitted)" : "");
+    }
+  }
 }
 
 }  // namespace
