@@ -661,7 +661,13 @@ absl::StatusOr<std::optional<Suggestion>> GpSampler::Ask(const std::vector<Trial
   // expected improvement then drops to ~0 where it runs, so concurrent asks move away,
   // while the model around it is not made pessimistic as CL-max would.
   if (options_.constant_liar) {
-    for (const TrialRecord* trial : running) {
+    // The most recent max_fit_points running trials at most: more is a stale history
+    // (trials a crashed driver never closed), and would undo the bound on an ask's cost.
+    const size_t first = running.size() > static_cast<size_t>(options_.max_fit_points)
+                             ? running.size() - options_.max_fit_points
+                             : 0;
+    for (size_t r = first; r < running.size(); ++r) {
+      const TrialRecord* trial = running[r];
       data.x.resize(data.x.size() + dim);
       cube.Encode(trial->params, &data.x[data.x.size() - dim]);
       data.y.push_back(best);

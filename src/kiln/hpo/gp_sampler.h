@@ -13,6 +13,11 @@
 // arbitrary order between choices). An inactive conditional parameter sits at 0.5.
 // Candidates are snapped to each parameter's grid before they are scored, so the sampler
 // never scores a point it could not propose.
+//
+// Cost of an ask after the init phase: the kernel hyperparameters are fitted on at most
+// 100 of the finished trials (~80 likelihood gradients, O(100^3) each), then EI is scored
+// over `cube_size` candidates against at most `max_fit_points` trials. Measured ~60 ms of
+// CPU at 100 trials and ~100 ms at 1,000 or 5,000 (defaults, one core, -O2).
 #pragma once
 
 #include <cstdint>
