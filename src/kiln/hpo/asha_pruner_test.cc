@@ -77,6 +77,16 @@ TEST(AshaPrunerTest, DecidesAsynchronouslyAgainstWhoeverReachedTheRung) {
   EXPECT_FALSE(Report(*pruner, history, 1, 3, 0.1));
 }
 
+TEST(AshaPrunerTest, CountsEndedTrialsOfAnyStateAtTheRungsTheyReached) {
+  auto pruner = MakePruner({.reduction_factor = 3, .max_resource = 27});
+  std::vector<TrialRecord> history{Trial(0, {{1, 0.1}}), Trial(1, {{1, 0.2}, {3, 0.05}}),
+                                   Trial(2, {})};
+  history[0].state = TrialState::kPruned;
+  history[1].state = TrialState::kComplete;
+  // m = 3 at rung 1: only the best (0.1) goes on, so 0.15 stops.
+  EXPECT_TRUE(Report(*pruner, history, 2, 1, 0.15));
+}
+
 TEST(AshaPrunerTest, RespectsMinEarlyStoppingRate) {
   auto pruner = MakePruner(
       {.reduction_factor = 3, .min_resource = 1, .max_resource = 81, .min_early_stopping_rate = 1});

@@ -87,7 +87,8 @@ class HyperbandSampler : public Sampler {
   // `space` is borrowed and must outlive the sampler. New configurations are drawn
   // uniformly from it with a generator seeded from (seed, history size), unless
   // `config_sampler` (borrowed, may be null) is given: then new configurations come from
-  // it, BOHB-style, and only their params are used. InvalidArgument when eta ≤ 1,
+  // it, BOHB-style, and only their params are used (when it returns nullopt, so does Ask,
+  // and the brackets wait for it). InvalidArgument when eta ≤ 1,
   // min_resource < 1 or max_resource < min_resource.
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<HyperbandSampler>> Create(
       const SearchSpace& space, HyperbandOptions options, Sampler* config_sampler = nullptr);

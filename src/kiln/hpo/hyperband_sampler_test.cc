@@ -87,6 +87,35 @@ TEST(HyperbandSamplerTest, PlansThePaperBracketsForR81AndEta3) {
   }
 }
 
+TEST(HyperbandSamplerTest, PlansGrowingBudgetsFromMinToMaxForAnyEtaAndRange) {
+  SearchSpace space = TwoParamSpace();
+  HyperbandOptions options;
+  options.eta = 2.5;
+  options.min_resource = 4;
+  options.max_resource = 100;
+  KILN_ASSERT_OK_AND_ASSIGN(auto sampler, HyperbandSampler::Create(space, options));
+  // 4·2.5^3 = 62.5 <= 100 < 4·2.5^4, so s_max = 3.
+  ASSERT_EQ(sampler->brackets().size(), 4u);
+  for (const HyperbandBracket& b : sampler->brackets()) {
+    ASSERT_EQ(b.rungs.size(), static_cast<size_t>(b.s + 1));
+    EXPECT_GE(b.rungs.front().budget, 4);
+    EXPECT_EQ(b.rungs.back().budget, 100);
+    for (size_t i = 1; i < b.rungs.size(); ++i) {
+      EXPECT_GT(b.rungs[i].budget, b.rungs[i - 1].budget) << "bracket " << b.s;
+      EXPECT_LT(b.rungs[i].num_trials, b.rungs[i - 1].num_trials) << "bracket " << b.s;
+      EXPECT_GE(b.rungs[i].num_trials, 1);
+    }
+  }
+  // A range smaller than eta leaves one bracket: plain full-budget trials.
+  options.eta = 3;
+  options.min_resource = 1;
+  options.max_resource = 2;
+  KILN_ASSERT_OK_AND_ASSIGN(auto flat, HyperbandSampler::Create(space, options));
+  ASSERT_EQ(flat->brackets().size(), 1u);
+  EXPECT_EQ(flat->brackets()[0].rungs[0].num_trials, 1);
+  EXPECT_EQ(flat->brackets()[0].rungs[0].budget, 2);
+}
+
 TEST(HyperbandSamplerTest, StartsTheFirstBracketAtItsSmallestBudget) {
   SearchSpace space = TwoParamSpace();
   auto sampler = MakeSampler(space, 81);
