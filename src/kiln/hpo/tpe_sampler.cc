@@ -22,6 +22,11 @@ constexpr double kInvSqrt2 = 0.7071067811865476;
 // multivariate bandwidth is 0.2 * n^(-1 / (d + 4)) of the range.
 constexpr double kMagicClipMaxDivisor = 100.0;
 constexpr double kMultivariateSigma0 = 0.2;
+// Beyond this many sds a kernel's density is below 1e-17 of its peak: the sum skips it.
+// (The prior kernel alone contributes > 1e-4 everywhere, so nothing relevant is lost, and
+// exp() of large negatives takes glibc's slow underflow path.)
+constexpr double kNegligibleZ = 9.0;
+constexpr double kNegligibleHalfZ2 = 0.5 * kNegligibleZ * kNegligibleZ;
 // Optuna's default_weights: the last 25 observations weigh 1, older ones ramp down.
 constexpr size_t kFlatWeights = 25;
 
@@ -82,6 +87,15 @@ std::vector<double> KernelWeights(size_t n, double prior_weight) {
   return w;
 }
 
+// 1 / (sigma * sqrt(2 pi) * truncated mass) of N(mu, sigma) on [0, 1].
+double TruncatedNormalizer(double mu, double sigma) {
+  // Far from both ends the truncated mass is 1 to double precision; skipping erfc there
+  // saves most of the model-building time at thousands of trials.
+  const double lo = -mu / sigma, hi = (1.0 - mu) / sigma;
+  const double mass = lo < -kNegligibleZ && hi > kNegligibleZ ? 1.0 : NormalCdf(hi) - NormalCdf(lo);
+  return 1.0 / (sigma * kSqrt2Pi * std::max(mass, std::numeric_limits<double>::min()));
+}
+
 // One truncated-normal kernel on [0, 1], with its normalizer folded into `log_norm`.
 struct NumericKernel {
   double mu;
@@ -90,9 +104,7 @@ struct NumericKernel {
   double log_norm;  // -log(sigma * sqrt(2 pi) * (Phi((1 - mu) / sigma) - Phi(-mu / sigma)))
 
   static NumericKernel Make(double mu, double sigma) {
-    const double mass = NormalCdf((1.0 - mu) / sigma) - NormalCdf(-mu / sigma);
-    return {mu, sigma, 1.0 / sigma,
-            -std::log(sigma * kSqrt2Pi * std::max(mass, std::numeric_limits<double>::min()))};
+    return {mu, sigma, 1.0 / sigma, std::log(TruncatedNormalizer(mu, sigma))};
   }
   double LogPdf(double x) const {
     const double z = (x - mu) * inv_sigma;
@@ -100,65 +112,76 @@ struct NumericKernel {
   }
 };
 
-// Univariate bandwidths as Optuna 3.1 computes them (consider_endpoints=False,
-// consider_magic_clip=True), for observations `mus` in [0, 1].
-std::vector<double> UnivariateSigmas(const std::vector<double>& mus) {
-  const size_t n = mus.size();
-  std::vector<double> sigmas(n);
-  if (n == 0) return sigmas;
-  std::vector<size_t> order(n);
-  for (size_t i = 0; i < n; ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return mus[a] < mus[b]; });
-  std::vector<double> sorted(n + 2);
-  sorted[0] = 0.0;
-  for (size_t i = 0; i < n; ++i) sorted[i + 1] = mus[order[i]];
-  sorted[n + 1] = 1.0;
-  std::vector<double> s(n);
-  for (size_t i = 0; i < n; ++i) {
-    s[i] = std::max(sorted[i + 1] - sorted[i], sorted[i + 2] - sorted[i + 1]);
-  }
-  if (n >= 2) {
-    s[0] = sorted[2] - sorted[1];
-    s[n - 1] = sorted[n] - sorted[n - 1];
-  }
-  const double min_sigma = 1.0 / std::min(kMagicClipMaxDivisor, 1.0 + n);
-  for (size_t i = 0; i < n; ++i) sigmas[order[i]] = std::clamp(s[i], min_sigma, 1.0);
-  return sigmas;
-}
-
 // A univariate Parzen density over [0, 1]: observation kernels plus the prior kernel.
-// The mixture density is a plain sum (no log-sum-exp): the prior kernel has sd 1, so the
-// sum never underflows, and plain exp is the hot loop of the whole sampler.
+// Bandwidths follow Optuna 3.1 (consider_endpoints=False, consider_magic_clip=True): the
+// larger distance to a sorted neighbour (the outermost kernels use their inner neighbour),
+// clipped to [1 / min(100, n + 1), 1].
+//
+// Kernels are kept sorted by mean, so a density evaluation only visits the kernels within
+// kNegligibleZ of the widest bandwidth around x: at thousands of trials that is a small
+// window (bandwidths shrink to 1/100), which keeps asks far below Optuna's cost. The sum
+// is plain (no log-sum-exp): the prior kernel has sd 1, so it never underflows.
 class NumericParzen {
  public:
   NumericParzen(const std::vector<double>& mus, double prior_weight) {
-    const std::vector<double> sigmas = UnivariateSigmas(mus);
-    const std::vector<double> w = KernelWeights(mus.size(), prior_weight);
-    kernels_.reserve(mus.size() + 1);
-    for (size_t i = 0; i < mus.size(); ++i)
-      kernels_.push_back(NumericKernel::Make(mus[i], sigmas[i]));
-    kernels_.push_back(NumericKernel::Make(0.5, 1.0));
-    coef_.resize(kernels_.size());
-    for (size_t i = 0; i < kernels_.size(); ++i) coef_[i] = w[i] * std::exp(kernels_[i].log_norm);
-    cumulative_ = Cumulative(w);
+    const size_t n = mus.size();
+    const std::vector<double> w = KernelWeights(n, prior_weight);
+    std::vector<std::pair<double, size_t>> sorted(n);
+    for (size_t i = 0; i < n; ++i) sorted[i] = {mus[i], i};
+    std::sort(sorted.begin(), sorted.end());
+    auto at = [&](size_t i) {  // sorted means with the endpoints 0 and 1 around them
+      return i == 0 ? 0.0 : i == n + 1 ? 1.0 : sorted[i - 1].first;
+    };
+    const double min_sigma = 1.0 / std::min(kMagicClipMaxDivisor, 1.0 + n);
+    mu_.resize(n);
+    inv_sigma_.resize(n);
+    coef_.resize(n);
+    std::vector<double> sampling_weights(n + 1);
+    for (size_t i = 0; i < n; ++i) {
+      double sigma = std::max(at(i + 1) - at(i), at(i + 2) - at(i + 1));
+      if (n >= 2 && i == 0) sigma = at(2) - at(1);
+      if (n >= 2 && i == n - 1) sigma = at(n) - at(n - 1);
+      sigma = std::clamp(sigma, min_sigma, 1.0);
+      const double weight = w[sorted[i].second];
+      mu_[i] = sorted[i].first;
+      inv_sigma_[i] = 1.0 / sigma;
+      coef_[i] = weight * TruncatedNormalizer(mu_[i], sigma);
+      sampling_weights[i] = weight;
+      max_sigma_ = std::max(max_sigma_, sigma);
+    }
+    prior_ = NumericKernel::Make(0.5, 1.0);
+    prior_coef_ = w[n] * std::exp(prior_.log_norm);
+    sampling_weights[n] = w[n];
+    cumulative_ = Cumulative(sampling_weights);
   }
+
   double Sample(std::mt19937_64& rng) const {
-    const NumericKernel& k = kernels_[SampleIndex(cumulative_, rng)];
-    return SampleTruncatedNormal(k.mu, k.sigma, rng);
+    const size_t i = SampleIndex(cumulative_, rng);
+    if (i == mu_.size()) return SampleTruncatedNormal(prior_.mu, prior_.sigma, rng);
+    return SampleTruncatedNormal(mu_[i], 1.0 / inv_sigma_[i], rng);
   }
+
   double LogPdf(double x) const {
-    double sum = 0;
-    for (size_t i = 0; i < kernels_.size(); ++i) {
-      const double z = (x - kernels_[i].mu) * kernels_[i].inv_sigma;
-      sum += coef_[i] * std::exp(-0.5 * z * z);
+    const double z0 = (x - prior_.mu) * prior_.inv_sigma;
+    double sum = prior_coef_ * std::exp(-0.5 * z0 * z0);
+    const double reach = kNegligibleZ * max_sigma_;
+    auto it = std::lower_bound(mu_.begin(), mu_.end(), x - reach);
+    for (size_t i = it - mu_.begin(); i < mu_.size() && mu_[i] <= x + reach; ++i) {
+      const double z = (x - mu_[i]) * inv_sigma_[i];
+      const double half_z2 = 0.5 * z * z;
+      if (half_z2 < kNegligibleHalfZ2) sum += coef_[i] * std::exp(-half_z2);
     }
     return std::log(sum);
   }
 
  private:
-  std::vector<NumericKernel> kernels_;
-  std::vector<double> coef_;
-  std::vector<double> cumulative_;
+  std::vector<double> mu_;  // sorted
+  std::vector<double> inv_sigma_;
+  std::vector<double> coef_;  // weight / (sigma sqrt(2 pi) truncated mass)
+  double max_sigma_ = 0;
+  NumericKernel prior_{};
+  double prior_coef_ = 0;
+  std::vector<double> cumulative_;  // kernels in sorted order, then the prior
 };
 
 // Per-observation categorical distributions (Optuna 3.1): mass 1 on the observed choice
@@ -204,13 +227,15 @@ int ChoiceIndex(const ParamSpec& p, double internal) {
   return std::clamp(static_cast<int>(std::lround(internal)), 0, NumChoices(p) - 1);
 }
 
-// The trials that inform the model, best first, and how many of them have finished.
-struct Ranking {
-  std::vector<const TrialRecord*> ordered;
+// The trials that inform the model, split into the good group (`below`) and the rest,
+// each in trial order, and how many trials have finished.
+struct Split {
+  std::vector<const TrialRecord*> below;
+  std::vector<const TrialRecord*> above;
   int64_t n_finished = 0;
 };
 
-Ranking RankTrials(const std::vector<TrialRecord>& history, bool constant_liar) {
+Split SplitTrials(const std::vector<TrialRecord>& history, const TpeOptions& options) {
   // Optuna's order: completed by value; pruned by (-last step, last value); then the
   // lies. Keys compare lexicographically.
   struct Key {
@@ -219,15 +244,21 @@ Ranking RankTrials(const std::vector<TrialRecord>& history, bool constant_liar) 
     double value;
     int64_t number;
     const TrialRecord* trial;
+    bool operator<(const Key& o) const {
+      if (group != o.group) return group < o.group;
+      if (step != o.step) return step < o.step;
+      if (value != o.value) return value < o.value;
+      return number < o.number;
+    }
   };
   std::vector<Key> keys;
   keys.reserve(history.size());
-  Ranking r;
+  Split split;
   constexpr double kInf = std::numeric_limits<double>::infinity();
   for (const TrialRecord& t : history) {
     switch (t.state) {
       case TrialState::kComplete:
-        ++r.n_finished;
+        ++split.n_finished;
         if (t.value && std::isfinite(*t.value)) {
           keys.push_back({0, 0.0, *t.value, t.number, &t});
         } else {
@@ -235,7 +266,7 @@ Ranking RankTrials(const std::vector<TrialRecord>& history, bool constant_liar) 
         }
         break;
       case TrialState::kPruned:
-        ++r.n_finished;
+        ++split.n_finished;
         if (!t.intermediate.empty() && std::isfinite(t.intermediate.rbegin()->second)) {
           keys.push_back({1, -static_cast<double>(t.intermediate.rbegin()->first),
                           t.intermediate.rbegin()->second, t.number, &t});
@@ -244,26 +275,33 @@ Ranking RankTrials(const std::vector<TrialRecord>& history, bool constant_liar) 
         }
         break;
       case TrialState::kRunning:
-        if (constant_liar) keys.push_back({2, 0.0, 0.0, t.number, &t});
+        if (options.constant_liar) keys.push_back({2, 0.0, 0.0, t.number, &t});
         break;
       case TrialState::kFailed:
         break;
     }
   }
-  std::sort(keys.begin(), keys.end(), [](const Key& a, const Key& b) {
-    if (a.group != b.group) return a.group < b.group;
-    if (a.step != b.step) return a.step < b.step;
-    if (a.value != b.value) return a.value < b.value;
-    return a.number < b.number;
-  });
-  r.ordered.reserve(keys.size());
-  for (const Key& k : keys) r.ordered.push_back(k.trial);
-  return r;
-}
-
-void SortByNumber(std::vector<const TrialRecord*>& trials) {
-  std::sort(trials.begin(), trials.end(),
-            [](const TrialRecord* a, const TrialRecord* b) { return a->number < b->number; });
+  // The history comes in trial order; keep that order (the kernel weights ramp by age)
+  // and only select the good group, which is O(n) instead of a sort.
+  if (!std::is_sorted(keys.begin(), keys.end(),
+                      [](const Key& a, const Key& b) { return a.number < b.number; })) {
+    std::sort(keys.begin(), keys.end(),
+              [](const Key& a, const Key& b) { return a.number < b.number; });
+  }
+  const size_t n = keys.size();
+  const size_t n_below =
+      std::min<size_t>({static_cast<size_t>(std::ceil(options.gamma * static_cast<double>(n))),
+                        static_cast<size_t>(options.good_max), n});
+  std::vector<size_t> idx(n);
+  for (size_t i = 0; i < n; ++i) idx[i] = i;
+  std::nth_element(idx.begin(), idx.begin() + n_below, idx.end(),
+                   [&](size_t a, size_t b) { return keys[a] < keys[b]; });
+  std::vector<char> is_below(n, 0);
+  for (size_t i = 0; i < n_below; ++i) is_below[idx[i]] = 1;
+  split.below.reserve(n_below);
+  split.above.reserve(n - n_below);
+  for (size_t i = 0; i < n; ++i) (is_below[i] ? split.below : split.above).push_back(keys[i].trial);
+  return split;
 }
 
 // Joint density over several parameters: kernel k is a product over dimensions of a
@@ -333,7 +371,9 @@ class JointParzen {
       max_term = std::max(max_term, t);
     }
     double sum = 0;
-    for (double t : terms_) sum += std::exp(t - max_term);
+    for (double t : terms_) {
+      if (t - max_term > -2 * kNegligibleHalfZ2) sum += std::exp(t - max_term);
+    }
     return max_term + std::log(sum);
   }
 
@@ -437,22 +477,14 @@ absl::StatusOr<std::unique_ptr<TpeSampler>> TpeSampler::Create(SearchSpace space
 
 absl::StatusOr<std::optional<Suggestion>> TpeSampler::Ask(const std::vector<TrialRecord>& history) {
   std::mt19937_64 rng(SplitMix64(options_.seed ^ SplitMix64(history.size())));
-  Ranking ranking = RankTrials(history, options_.constant_liar);
+  Split split = SplitTrials(history, options_);
   Suggestion suggestion;
-  if (ranking.n_finished < options_.n_startup) {
+  if (split.n_finished < options_.n_startup) {
     suggestion.params = space_.SampleUniform(rng);
     return suggestion;
   }
-
-  const size_t n = ranking.ordered.size();
-  const size_t n_below =
-      std::min<size_t>({static_cast<size_t>(std::ceil(options_.gamma * static_cast<double>(n))),
-                        static_cast<size_t>(options_.good_max), n});
-  std::vector<const TrialRecord*> below(ranking.ordered.begin(), ranking.ordered.begin() + n_below);
-  std::vector<const TrialRecord*> above(ranking.ordered.begin() + n_below, ranking.ordered.end());
-  // Kernel weights ramp by age, so each group is modelled in trial order.
-  SortByNumber(below);
-  SortByNumber(above);
+  const std::vector<const TrialRecord*>& below = split.below;
+  const std::vector<const TrialRecord*>& above = split.above;
 
   Point& point = suggestion.params;
   const int n_candidates = options_.n_ei_candidates;
