@@ -54,7 +54,10 @@ double EffectiveStep(const ParamSpec& p) {
 // Number of grid values low, low+step, ... <= high. The small tolerance keeps a range
 // such as [0, 1] with step 0.1 at 11 values despite 1/0.1 rounding below 10.
 double GridCount(double low, double high, double step) {
-  return std::floor((high - low) / step * (1 + 1e-12) + 1e-9) + 1;
+  const double q = (high - low) / step;
+  double k = std::floor(q);
+  if (q - k > 1 - 1e-9) k += 1;  // 0.99999999999 steps is one step, not none
+  return k + 1;
 }
 
 // Splitmix-style uniform double in [0, 1) from the top 53 bits: the same stream on every
@@ -127,7 +130,8 @@ absl::Status ValidateNumeric(const ParamSpec& p) {
           n, absl::StrCat("step ", Num(step), " yields no value in (", Num(p.low), ", ",
                           Num(p.high), "] beyond min; use a step <= ", Num(p.high - p.low)));
     }
-    if (GridCount(p.low, p.high, step) > kMaxCardinality) {
+    // Only an explicit step can make the count overflow int64: int bounds are below 2^53.
+    if (p.step > 0 && GridCount(p.low, p.high, step) > kMaxCardinality) {
       return Invalid(n, absl::StrCat("step ", Num(step), " splits [", Num(p.low), ", ", Num(p.high),
                                      "] into more than 1e12 values; use a larger "
                                      "step or omit it for a continuous range"));

@@ -304,6 +304,14 @@ TEST(SearchSpaceTest, GridSizeMultipliesCardinalitiesAndGridValuesEnumerateThem)
   EXPECT_EQ(s.ToConfig({{"g", s.params()[0].GridValue(2)}})["g"], 0.3);
 }
 
+TEST(SearchSpaceTest, WideIntRangesAreFiniteButTinyDoubleStepsAreRejected) {
+  KILN_ASSERT_OK_AND_ASSIGN(SearchSpace s, SearchSpace::Create({Int("seed", 0, 1e15)}));
+  EXPECT_EQ(s.GridSize(), 1'000'000'000'000'001);
+  ParamSpec g = Double("g", 0, 1);
+  g.step = 1e-13;
+  ExpectInvalid({g}, "more than 1e12 values; use a larger step");
+}
+
 TEST(SearchSpaceTest, ConditionsMatchNumbersAcrossIntegerAndFloatJson) {
   ParamSpec child = Double("x", 0, 1);
   child.condition = Condition{"n", {2.0}};
