@@ -18,7 +18,7 @@ namespace {
 
 constexpr double kSqrt2Pi = 2.5066282746310002;
 constexpr double kInvSqrt2 = 0.7071067811865476;
-// Optuna's bandwidth constants: the magic clip's floor is range / min(100, n + 1) and the
+// Optuna's bandwidth constants: the magic clip's floor is range / min(100, n + 2) and the
 // multivariate bandwidth is 0.2 * n^(-1 / (d + 4)) of the range.
 constexpr double kMagicClipMaxDivisor = 100.0;
 constexpr double kMultivariateSigma0 = 0.2;
@@ -115,7 +115,7 @@ struct NumericKernel {
 // A univariate Parzen density over [0, 1]: observation kernels plus the prior kernel.
 // Bandwidths follow Optuna 3.1 (consider_endpoints=False, consider_magic_clip=True): the
 // larger distance to a sorted neighbour (the outermost kernels use their inner neighbour),
-// clipped to [1 / min(100, n + 1), 1].
+// clipped to [1 / min(100, n + 2), 1].
 //
 // Kernels are kept sorted by mean, so a density evaluation only visits the kernels within
 // kNegligibleZ of the widest bandwidth around x: at thousands of trials that is a small
@@ -126,32 +126,38 @@ class NumericParzen {
   NumericParzen(const std::vector<double>& mus, double prior_weight) {
     const size_t n = mus.size();
     const std::vector<double> w = KernelWeights(n, prior_weight);
-    std::vector<std::pair<double, size_t>> sorted(n);
+    // As Optuna 3.1 does, the prior's mean (index n) takes part in the neighbour
+    // distances, and the clip counts it: min_sigma = 1 / min(100, n + 2).
+    const size_t m = n + 1;
+    std::vector<std::pair<double, size_t>> sorted(m);
     for (size_t i = 0; i < n; ++i) sorted[i] = {mus[i], i};
+    sorted[n] = {0.5, n};
     std::sort(sorted.begin(), sorted.end());
     auto at = [&](size_t i) {  // sorted means with the endpoints 0 and 1 around them
-      return i == 0 ? 0.0 : i == n + 1 ? 1.0 : sorted[i - 1].first;
+      return i == 0 ? 0.0 : i == m + 1 ? 1.0 : sorted[i - 1].first;
     };
-    const double min_sigma = 1.0 / std::min(kMagicClipMaxDivisor, 1.0 + n);
-    mu_.resize(n);
-    inv_sigma_.resize(n);
-    coef_.resize(n);
-    std::vector<double> sampling_weights(n + 1);
-    for (size_t i = 0; i < n; ++i) {
+    const double min_sigma = 1.0 / std::min(kMagicClipMaxDivisor, 1.0 + m);
+    mu_.reserve(n);
+    inv_sigma_.reserve(n);
+    coef_.reserve(n);
+    std::vector<double> sampling_weights;
+    sampling_weights.reserve(m);
+    for (size_t i = 0; i < m; ++i) {
+      if (sorted[i].second == n) continue;  // the prior: sd 1, kept apart below
       double sigma = std::max(at(i + 1) - at(i), at(i + 2) - at(i + 1));
-      if (n >= 2 && i == 0) sigma = at(2) - at(1);
-      if (n >= 2 && i == n - 1) sigma = at(n) - at(n - 1);
+      if (m >= 2 && i == 0) sigma = at(2) - at(1);
+      if (m >= 2 && i == m - 1) sigma = at(m) - at(m - 1);
       sigma = std::clamp(sigma, min_sigma, 1.0);
       const double weight = w[sorted[i].second];
-      mu_[i] = sorted[i].first;
-      inv_sigma_[i] = 1.0 / sigma;
-      coef_[i] = weight * TruncatedNormalizer(mu_[i], sigma);
-      sampling_weights[i] = weight;
+      mu_.push_back(sorted[i].first);
+      inv_sigma_.push_back(1.0 / sigma);
+      coef_.push_back(weight * TruncatedNormalizer(sorted[i].first, sigma));
+      sampling_weights.push_back(weight);
       max_sigma_ = std::max(max_sigma_, sigma);
     }
     prior_ = NumericKernel::Make(0.5, 1.0);
     prior_coef_ = w[n] * std::exp(prior_.log_norm);
-    sampling_weights[n] = w[n];
+    sampling_weights.push_back(w[n]);
     cumulative_ = Cumulative(sampling_weights);
   }
 
@@ -288,10 +294,12 @@ Split SplitTrials(const std::vector<TrialRecord>& history, const TpeOptions& opt
     std::sort(keys.begin(), keys.end(),
               [](const Key& a, const Key& b) { return a.number < b.number; });
   }
+  // As in Optuna, the good group's size counts finished trials only: lies never make it
+  // larger (and, ranked last, never enter it unless everything does).
   const size_t n = keys.size();
-  const size_t n_below =
-      std::min<size_t>({static_cast<size_t>(std::ceil(options.gamma * static_cast<double>(n))),
-                        static_cast<size_t>(options.good_max), n});
+  const size_t n_below = std::min<size_t>(
+      {static_cast<size_t>(std::ceil(options.gamma * static_cast<double>(split.n_finished))),
+       static_cast<size_t>(options.good_max), n});
   std::vector<size_t> idx(n);
   for (size_t i = 0; i < n; ++i) idx[i] = i;
   std::nth_element(idx.begin(), idx.begin() + n_below, idx.end(),
@@ -319,7 +327,7 @@ class JointParzen {
     log_w_.resize(w.size());
     for (size_t k = 0; k < w.size(); ++k) log_w_[k] = std::log(w[k]);
     cumulative_ = Cumulative(w);
-    const double min_sigma = 1.0 / std::min(kMagicClipMaxDivisor, 1.0 + n);
+    const double min_sigma = 1.0 / std::min(kMagicClipMaxDivisor, 2.0 + n);
     const double sigma = std::clamp(
         kMultivariateSigma0 * std::pow(std::max<double>(n, 1), -1.0 / (d + 4.0)), min_sigma, 1.0);
     numeric_.resize(d);

@@ -59,7 +59,8 @@ struct TpeOptions {
 //    worst. Failed trials are ignored.
 //  - Numeric parameters: a mixture of normals truncated to [0, 1], one kernel per
 //    observation plus a prior kernel (mean 0.5, sd 1). Univariate bandwidths are the
-//    larger distance to a sorted neighbour, clipped to [1 / min(100, n + 1), 1] (Optuna's
+//    larger distance to a sorted neighbour (the prior mean included), clipped to
+//    [1 / min(100, n + 2), 1] (Optuna's
 //    "magic clip"); multivariate bandwidths are 0.2 * n^(-1 / (d + 4)), clipped the same.
 //    Gridded and integer parameters are evaluated at their snapped value.
 //  - Categorical parameters: per observation a distribution with mass 1 on the observed
