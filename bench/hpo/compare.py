@@ -100,7 +100,7 @@ def overhead_table(rows):
                 if ms is None:
                     parts.append("")
                 elif label.startswith("kiln:") and ref:
-                    parts.append(f"{ms:.3f} ({ref / ms:.0f}x below Optuna TPE)")
+                    parts.append(f"{ms:.3f} (Optuna TPE / this: {ref / ms:.3g}x)")
                 else:
                     parts.append(f"{ms:.3f}")
             print(f"| {fn} | {label} | " + " | ".join(parts) + " |")
