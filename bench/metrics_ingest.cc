@@ -27,13 +27,12 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kiln/net/http_client.h"
 
@@ -214,11 +213,11 @@ std::unique_ptr<kiln::net::HttpClient> Connect(const std::string& url) {
 Json Call(kiln::net::HttpClient& c, std::string_view method, std::string_view target,
           std::string_view body = "") {
   auto r = c.Request(method, target, body);
-  if (!r.ok()) Die(std::string(method) + " " + std::string(target) + ": " +
-                   std::string(r.status().message()));
+  if (!r.ok())
+    Die(std::string(method) + " " + std::string(target) + ": " + std::string(r.status().message()));
   if (r->status / 100 != 2) {
-    Die(std::string(method) + " " + std::string(target) + ": HTTP " +
-        std::to_string(r->status) + " " + r->body.substr(0, 300));
+    Die(std::string(method) + " " + std::string(target) + ": HTTP " + std::to_string(r->status) +
+        " " + r->body.substr(0, 300));
   }
   return r->body.empty() ? Json() : Json::parse(r->body);
 }
@@ -297,9 +296,8 @@ int main(int argc, char** argv) {
     for (long b = 0; b < batches; ++b) {
       int t = static_cast<int>(b % opt.threads);
       long seq = static_cast<long>(bodies[t].size()) + 1;
-      bodies[t].push_back(BatchBody("bench-w" + std::to_string(t), seq,
-                                    b * opt.steps_per_batch, opt.steps_per_batch,
-                                    opt.metrics));
+      bodies[t].push_back(BatchBody("bench-w" + std::to_string(t), seq, b * opt.steps_per_batch,
+                                    opt.steps_per_batch, opt.metrics));
     }
     size_t body_bytes = 0;
     for (auto& per : bodies) {
@@ -355,17 +353,19 @@ int main(int argc, char** argv) {
     std::printf("batch latency: p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, max %.1f ms\n",
                 Percentile(all, 50), Percentile(all, 90), Percentile(all, 99),
                 Percentile(all, 100));
-    std::printf("GET /api/v1/jobs/%ld during ingest (%zu probes): p50 %.1f ms, p99 %.1f ms, "
-                "max %.1f ms\n",
-                job_id, probe_ms.size(), Percentile(probe_ms, 50), Percentile(probe_ms, 99),
-                Percentile(probe_ms, 100));
+    std::printf(
+        "GET /api/v1/jobs/%ld during ingest (%zu probes): p50 %.1f ms, p99 %.1f ms, "
+        "max %.1f ms\n",
+        job_id, probe_ms.size(), Percentile(probe_ms, 50), Percentile(probe_ms, 99),
+        Percentile(probe_ms, 100));
     const double cpu = cpu_after - cpu_before;
     // On a loaded machine kilnd gets a fraction of a core; its CPU cost per point says
     // what one otherwise idle core would sustain.
-    std::printf("kilnd CPU during ingest: %.2f s over %.2f s wall (%.2f cores); %.2f s per "
-                "million points, i.e. ~%.0f points/s per fully used core\n",
-                cpu, seconds, cpu / seconds, cpu * 1e6 / accepted.load(),
-                cpu > 0 ? accepted.load() / cpu : 0.0);
+    std::printf(
+        "kilnd CPU during ingest: %.2f s over %.2f s wall (%.2f cores); %.2f s per "
+        "million points, i.e. ~%.0f points/s per fully used core\n",
+        cpu, seconds, cpu / seconds, cpu * 1e6 / accepted.load(),
+        cpu > 0 ? accepted.load() / cpu : 0.0);
     std::printf("kilnd VmRSS: %.1f MB before, %.1f MB after\n", rss_before / 1024.0,
                 rss_after / 1024.0);
 

@@ -29,16 +29,16 @@ struct TrialRecord {
   int64_t number = 0;  // 0-based order in which trials were asked for
   Point params;        // internal encoding, active parameters only
   TrialState state = TrialState::kRunning;
-  std::optional<double> value;            // final objective (minimized), when complete
-  std::map<int64_t, double> intermediate; // reported resource step (e.g. epoch) -> objective
-  int64_t budget = 0;                     // multi-fidelity resource given to it (0: full)
-  std::optional<int64_t> parent;          // multi-fidelity: the trial it continues/promotes
+  std::optional<double> value;             // final objective (minimized), when complete
+  std::map<int64_t, double> intermediate;  // reported resource step (e.g. epoch) -> objective
+  int64_t budget = 0;                      // multi-fidelity resource given to it (0: full)
+  std::optional<int64_t> parent;           // multi-fidelity: the trial it continues/promotes
 };
 
 struct Suggestion {
   Point params;
-  int64_t budget = 0;               // resource value for multi-fidelity samplers (0: full)
-  std::optional<int64_t> parent;    // promotion of this earlier trial's configuration
+  int64_t budget = 0;             // resource value for multi-fidelity samplers (0: full)
+  std::optional<int64_t> parent;  // promotion of this earlier trial's configuration
 };
 
 class Sampler {
