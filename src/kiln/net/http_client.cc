@@ -228,6 +228,40 @@ absl::Status TransportError(const beast::error_code& ec, const std::string& what
   return absl::UnavailableError(absl::StrCat(what, ": ", ec.message()));
 }
 
+// Validates `method` and `target`, and fills the start line and the headers every
+// request carries (Host, User-Agent, the client's default headers). Shared by Request and
+// Stream, whose bodies differ. `*what` gets "METHOD http://host/path" for messages.
+template <typename Body>
+absl::Status PrepareRequest(std::string_view method, std::string_view target,
+                            const std::string& path_prefix, const std::string& host_header,
+                            const std::vector<std::pair<std::string, std::string>>& defaults,
+                            http::request<Body>* request, std::string* what) {
+  if (!IsValidToken(method)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("bad HTTP method '", std::string(method.substr(0, 100)), "'"));
+  }
+  std::string path = path_prefix;
+  if (target.empty() || target.front() != '/') path += '/';
+  path += target;
+  *what = absl::StrCat(std::string(method), " http://", host_header, path);
+  if (HasControlOrSpace(target)) {
+    return absl::InvalidArgumentError(absl::StrCat("bad request target for ", *what,
+                                                   ": it contains spaces or control characters"));
+  }
+  request->version(11);
+  request->method_string(beast::string_view(method.data(), method.size()));
+  request->target(path);
+  request->set(http::field::host, host_header);
+  request->set(http::field::user_agent, "kiln");
+  for (const auto& [name, value] : defaults) {
+    if (!IsValidToken(name) || HasLineBreak(value)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad default header '", name, "'"));
+    }
+    request->set(name, value);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::string_view target,
@@ -235,33 +269,11 @@ absl::StatusOr<HttpResponse> HttpClient::Request(std::string_view method, std::s
                                                  std::string_view content_type,
                                                  std::optional<std::chrono::milliseconds> timeout) {
   std::chrono::milliseconds deadline = timeout.value_or(options_.request_timeout);
-  if (!IsValidToken(method)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad HTTP method '", std::string(method.substr(0, 100)), "'"));
-  }
-  std::string path = endpoint_.path_prefix;
-  if (target.empty() || target.front() != '/') path += '/';
-  path += target;
-  const std::string what =
-      absl::StrCat(std::string(method), " http://", endpoint_.host_header, path);
-  if (HasControlOrSpace(target)) {
-    return absl::InvalidArgumentError(absl::StrCat("bad request target for ", what,
-                                                   ": it contains spaces or control characters"));
-  }
-  if (HasLineBreak(content_type)) return absl::InvalidArgumentError("bad content type");
-
   http::request<http::string_body> request;
-  request.version(11);
-  request.method_string(beast::string_view(method.data(), method.size()));
-  request.target(path);
-  request.set(http::field::host, endpoint_.host_header);
-  request.set(http::field::user_agent, "kiln");
-  for (const auto& [name, value] : default_headers_) {
-    if (!IsValidToken(name) || HasLineBreak(value)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad default header '", name, "'"));
-    }
-    request.set(name, value);
-  }
+  std::string what;
+  KILN_RETURN_IF_ERROR(PrepareRequest(method, target, endpoint_.path_prefix, endpoint_.host_header,
+                                      default_headers_, &request, &what));
+  if (HasLineBreak(content_type)) return absl::InvalidArgumentError("bad content type");
   if (!body.empty() && !content_type.empty()) {
     request.set(http::field::content_type,
                 beast::string_view(content_type.data(), content_type.size()));
@@ -361,31 +373,10 @@ absl::StatusOr<HttpResponse> HttpClient::PostJson(std::string_view target,
 absl::StatusOr<HttpResponse> HttpClient::Stream(std::string_view method, std::string_view target,
                                                 std::function<bool(std::string_view)> on_data,
                                                 std::chrono::milliseconds idle_timeout) {
-  if (!IsValidToken(method)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("bad HTTP method '", std::string(method.substr(0, 100)), "'"));
-  }
-  std::string path = endpoint_.path_prefix;
-  if (target.empty() || target.front() != '/') path += '/';
-  path += target;
-  const std::string url = absl::StrCat("http://", endpoint_.host_header, path);
-  const std::string what = absl::StrCat(std::string(method), " ", url);
-  if (HasControlOrSpace(target)) {
-    return absl::InvalidArgumentError(absl::StrCat("bad request target for ", what,
-                                                   ": it contains spaces or control characters"));
-  }
   http::request<http::empty_body> request;
-  request.version(11);
-  request.method_string(beast::string_view(method.data(), method.size()));
-  request.target(path);
-  request.set(http::field::host, endpoint_.host_header);
-  request.set(http::field::user_agent, "kiln");
-  for (const auto& [name, value] : default_headers_) {
-    if (!IsValidToken(name) || HasLineBreak(value)) {
-      return absl::InvalidArgumentError(absl::StrCat("bad default header '", name, "'"));
-    }
-    request.set(name, value);
-  }
+  std::string what;
+  KILN_RETURN_IF_ERROR(PrepareRequest(method, target, endpoint_.path_prefix, endpoint_.host_header,
+                                      default_headers_, &request, &what));
   request.keep_alive(true);
   request.prepare_payload();
 
