@@ -8,19 +8,12 @@
 #include <vector>
 
 #include "kiln/hpo/gp_internal.h"
+#include "kiln/hpo/testing/param_specs.h"
 
 namespace kiln::hpo {
 namespace {
 
-ParamSpec Double(std::string name, double low, double high, bool log = false) {
-  ParamSpec p;
-  p.name = std::move(name);
-  p.kind = ParamKind::kDouble;
-  p.low = low;
-  p.high = high;
-  p.log = log;
-  return p;
-}
+using test_params::Double;
 
 SearchSpace BraninSpace() {
   auto space = SearchSpace::Create({Double("x1", -5, 10), Double("x2", 0, 15)});

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "kiln/base/testing/status_matchers.h"
+#include "kiln/hpo/testing/param_specs.h"
 
 namespace kiln::hpo {
 namespace {
@@ -15,27 +16,12 @@ using ::testing::HasSubstr;
 
 base::Json J(const char* text) { return base::Json::parse(text); }
 
-ParamSpec Double(std::string name, double low, double high) {
-  ParamSpec p;
-  p.name = std::move(name);
-  p.kind = ParamKind::kDouble;
-  p.low = low;
-  p.high = high;
-  return p;
-}
+using test_params::Double;
 
 ParamSpec Int(std::string name, double low, double high, double step = 0) {
   ParamSpec p = Double(std::move(name), low, high);
   p.kind = ParamKind::kInt;
   p.step = step;
-  return p;
-}
-
-ParamSpec Cat(std::string name, std::vector<base::Json> choices) {
-  ParamSpec p;
-  p.name = std::move(name);
-  p.kind = ParamKind::kCategorical;
-  p.choices = std::move(choices);
   return p;
 }
 
@@ -49,7 +35,8 @@ TEST(SearchSpaceTest, CreateRejectsMinAboveMaxNamingTheParameter) {
 }
 
 TEST(SearchSpaceTest, CreateRejectsEmptyDiscreteList) {
-  ExpectInvalid({Cat("opt", {})}, "'opt': the list of discrete values is empty");
+  ExpectInvalid({test_params::Categorical("opt", {})},
+                "'opt': the list of discrete values is empty");
 }
 
 TEST(SearchSpaceTest, CreateRejectsNonPositivePowerAndStep) {
@@ -85,8 +72,9 @@ TEST(SearchSpaceTest, CreateRejectsConditionsOnUnknownOrLaterParameters) {
   ParamSpec child = Double("momentum", 0, 1);
   child.condition = Condition{"opt", {"sgd"}};
   ExpectInvalid({child}, "unknown hyperparameter 'opt'");
-  ExpectInvalid({child, Cat("opt", {"sgd", "adam"})}, "declared later; declare it first");
-  KILN_EXPECT_OK(SearchSpace::Create({Cat("opt", {"sgd", "adam"}), child}));
+  ExpectInvalid({child, test_params::Categorical("opt", {"sgd", "adam"})},
+                "declared later; declare it first");
+  KILN_EXPECT_OK(SearchSpace::Create({test_params::Categorical("opt", {"sgd", "adam"}), child}));
 }
 
 TEST(SearchSpaceTest, CreateRejectsNonIntegerIntBoundsAndUnknownKind) {
@@ -263,8 +251,9 @@ TEST(SearchSpaceTest, UnitMappingRoundTripsAndSnapsToTheGrid) {
   g.step = 0.1;
   ParamSpec li = Int("li", 1, 1024);
   li.log = true;
-  KILN_ASSERT_OK_AND_ASSIGN(SearchSpace s,
-                            SearchSpace::Create({lr, g, Int("n", 0, 9), Cat("c", {"a", "b"}), li}));
+  KILN_ASSERT_OK_AND_ASSIGN(
+      SearchSpace s,
+      SearchSpace::Create({lr, g, Int("n", 0, 9), test_params::Categorical("c", {"a", "b"}), li}));
   const ParamSpec& plr = s.params()[0];
   EXPECT_NEAR(s.ToUnit(plr, 1e-2), 0.5, 1e-12);
   EXPECT_NEAR(s.FromUnit(plr, 0.25), 1e-3, 1e-12);
@@ -294,8 +283,9 @@ TEST(SearchSpaceTest, UnitMappingRoundTripsAndSnapsToTheGrid) {
 TEST(SearchSpaceTest, GridSizeMultipliesCardinalitiesAndGridValuesEnumerateThem) {
   ParamSpec g = Double("g", 0.1, 0.5);
   g.step = 0.1;
-  KILN_ASSERT_OK_AND_ASSIGN(SearchSpace s,
-                            SearchSpace::Create({g, Int("n", 2, 10, 4), Cat("c", {1, 2.5})}));
+  KILN_ASSERT_OK_AND_ASSIGN(
+      SearchSpace s,
+      SearchSpace::Create({g, Int("n", 2, 10, 4), test_params::Categorical("c", {1, 2.5})}));
   EXPECT_EQ(s.params()[0].Cardinality(), 5);
   EXPECT_EQ(s.params()[1].Cardinality(), 3);
   EXPECT_DOUBLE_EQ(s.params()[1].GridValue(2), 10);

@@ -10,20 +10,14 @@
 #include <set>
 #include <vector>
 
+#include "kiln/hpo/testing/param_specs.h"
+
 namespace kiln::hpo {
 namespace {
 
 using ::testing::HasSubstr;
 
-ParamSpec Double(std::string name, double low, double high, bool log = false) {
-  ParamSpec p;
-  p.name = std::move(name);
-  p.kind = ParamKind::kDouble;
-  p.low = low;
-  p.high = high;
-  p.log = log;
-  return p;
-}
+using test_params::Double;
 
 ParamSpec Int(std::string name, double low, double high) {
   ParamSpec p;
@@ -35,13 +29,7 @@ ParamSpec Int(std::string name, double low, double high) {
   return p;
 }
 
-ParamSpec Categorical(std::string name, std::vector<base::Json> choices) {
-  ParamSpec p;
-  p.name = std::move(name);
-  p.kind = ParamKind::kCategorical;
-  p.choices = std::move(choices);
-  return p;
-}
+using test_params::Categorical;
 
 SearchSpace Space(std::vector<ParamSpec> params) {
   auto space = SearchSpace::Create(std::move(params));
