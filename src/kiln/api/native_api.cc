@@ -29,14 +29,8 @@ using net::Responder;
 constexpr size_t kMaxJsonBody = 16 << 20;
 constexpr int kMaxLogPage = 5000;
 
-std::optional<Json> OptTime(const std::optional<int64_t>& t) {
-  if (!t) return std::nullopt;
-  return Json(base::FormatIso8601(*t));
-}
-
 Json TimeOrNull(const std::optional<int64_t>& t) {
-  auto v = OptTime(t);
-  return v ? *v : Json(nullptr);
+  return t ? Json(base::FormatIso8601(*t)) : Json(nullptr);
 }
 
 void SendError(Responder& res, const absl::Status& status) { res.Send(net::ErrorResponse(status)); }
