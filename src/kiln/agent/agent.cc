@@ -353,6 +353,20 @@ absl::Status Agent::PrepareTask(net::HttpClient& client, const api::TaskSpec& sp
       return absl::InvalidArgumentError(
           absl::StrCat("could not copy the code folder: ", s.message()));
   }
+  if (!spec.workdir.empty()) {
+    // The master validated it; refuse anything that could leave the task's folder anyway.
+    if (spec.workdir[0] == '/' || absl::StrContains(spec.workdir, "..")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("working folder \"", spec.workdir, "\" is not inside the package"));
+    }
+    work += "/" + spec.workdir;
+    if (!std::filesystem::is_directory(work)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the code package has no folder \"", spec.workdir,
+                       "\" to run in; check the model dir / workdir against the package's "
+                       "top-level folder"));
+    }
+  }
   // config.json carries the job's hyperparameters; a package's own config.json stays
   // when the job gives none.
   std::string config_path = work + "/config.json";
@@ -382,7 +396,7 @@ void Agent::Launch(net::HttpClient& client, const api::TaskSpec& spec) {
     TaskLaunch launch;
     launch.shim_path = options_.shim_path;
     launch.task_dir = dir;
-    launch.workdir = dir + "/work";
+    launch.workdir = spec.workdir.empty() ? dir + "/work" : dir + "/work/" + spec.workdir;
     launch.command = spec.command;
     launch.env = TaskEnvironment(spec, dir);
     launch.max_log_bytes = options_.max_log_bytes;

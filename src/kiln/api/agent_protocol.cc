@@ -197,6 +197,7 @@ Json ToJson(const TaskSpec& m) {
           {"package_kind", m.package_kind},
           {"package_name", m.package_name},
           {"package_path", m.package_path},
+          {"workdir", m.workdir},
           {"slots", m.slots},
           {"gpu_indices", m.gpu_indices}};
 }
@@ -217,6 +218,7 @@ absl::StatusOr<TaskSpec> TaskSpecFromJson(const Json& j) {
   KILN_ASSIGN_OR_RETURN(m.package_kind, base::GetStringOr(j, "package_kind", ""));
   KILN_ASSIGN_OR_RETURN(m.package_name, base::GetStringOr(j, "package_name", ""));
   KILN_ASSIGN_OR_RETURN(m.package_path, base::GetStringOr(j, "package_path", ""));
+  KILN_ASSIGN_OR_RETURN(m.workdir, base::GetStringOr(j, "workdir", ""));
   KILN_ASSIGN_OR_RETURN(int64_t slots, base::GetIntOr(j, "slots", 1));
   m.slots = static_cast<int>(slots);
   KILN_ASSIGN_OR_RETURN(auto gpus, IntList(j, "gpu_indices"));

@@ -65,6 +65,7 @@ struct TaskSpec {
   std::string package_kind;  // "file" | "tar.gz"
   std::string package_name;
   std::string package_path;  // a shared-filesystem folder
+  std::string workdir;       // the command's folder, relative to the package root ("": root)
   int slots = 1;
   std::vector<int> gpu_indices;
 };

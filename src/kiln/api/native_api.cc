@@ -11,6 +11,7 @@
 #include "absl/strings/strip.h"
 #include "fmt/format.h"
 #include "kiln/api/agent_protocol.h"
+#include "kiln/api/handler_util.h"
 #include "kiln/auth/password.h"
 #include "kiln/base/clock.h"
 #include "kiln/base/files.h"
@@ -26,60 +27,7 @@ using base::Json;
 using net::HttpRequest;
 using net::Responder;
 
-constexpr size_t kMaxJsonBody = 16 << 20;
 constexpr int kMaxLogPage = 5000;
-
-Json TimeOrNull(const std::optional<int64_t>& t) {
-  return t ? Json(base::FormatIso8601(*t)) : Json(nullptr);
-}
-
-void SendError(Responder& res, const absl::Status& status) { res.Send(net::ErrorResponse(status)); }
-
-void SendJson(Responder& res, int code, const Json& body) {
-  res.Send(net::JsonResponse(code, body));
-}
-
-absl::StatusOr<Json> ParseBody(const HttpRequest& req) {
-  if (req.body.empty()) return absl::InvalidArgumentError("the request needs a JSON body");
-  return base::ParseJson(req.body, kMaxJsonBody);
-}
-
-absl::StatusOr<int64_t> PathId(const HttpRequest& req, const char* name = "id") {
-  auto it = req.path_params.find(name);
-  int64_t id = 0;
-  if (it == req.path_params.end() || !absl::SimpleAtoi(it->second, &id) || id <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("\"",
-                                                   it == req.path_params.end() ? "" : it->second,
-                                                   "\" is not a job id (a positive integer)"));
-  }
-  return id;
-}
-
-absl::StatusOr<int64_t> QueryInt(const HttpRequest& req, const char* name, int64_t fallback,
-                                 int64_t min, int64_t max) {
-  auto v = req.Query(name);
-  if (!v) return fallback;
-  int64_t out = 0;
-  if (!absl::SimpleAtoi(*v, &out) || out < min || out > max) {
-    return absl::InvalidArgumentError(absl::StrCat("query parameter ", name, "=", *v,
-                                                   " must be an integer from ", min, " to ", max));
-  }
-  return out;
-}
-
-bool QueryFlag(const HttpRequest& req, const char* name) {
-  auto v = req.Query(name);
-  return v && (*v == "true" || *v == "1" || v->empty());
-}
-
-// Macro-free early return for handlers: evaluates to the value or replies with the error.
-#define KILN_API_ASSIGN(lhs, expr)                                   \
-  auto KILN_INTERNAL_CONCAT(api_v_, __LINE__) = (expr);              \
-  if (!KILN_INTERNAL_CONCAT(api_v_, __LINE__).ok()) {                \
-    SendError(res, KILN_INTERNAL_CONCAT(api_v_, __LINE__).status()); \
-    return;                                                          \
-  }                                                                  \
-  lhs = std::move(KILN_INTERNAL_CONCAT(api_v_, __LINE__)).value()
 
 }  // namespace
 
@@ -197,22 +145,7 @@ void NativeApi::Register(net::Router& router) {
 // ---------------------------------------------------------------- auth
 
 absl::StatusOr<auth::Principal> NativeApi::Authenticate(const HttpRequest& req) {
-  std::string authorization = req.Header("authorization");
-  if (absl::StartsWithIgnoreCase(authorization, "bearer ")) {
-    return auth_.AuthenticateToken(
-        std::string(absl::StripAsciiWhitespace(authorization.substr(7))));
-  }
-  if (absl::StartsWithIgnoreCase(authorization, "basic ")) {
-    auto creds = net::ParseBasicAuthorization(authorization);
-    if (!creds) return absl::UnauthenticatedError("malformed HTTP Basic credentials");
-    return auth_.AuthenticateBasic(creds->first, creds->second);
-  }
-  // WMLA 2.x clients send the logon token this way.
-  std::string x_token = req.Header("x-auth-token");
-  if (!x_token.empty()) return auth_.AuthenticateToken(x_token);
-  return absl::UnauthenticatedError(
-      "this request needs credentials: HTTP Basic (KILN_USER/KILN_PASSWORD) or a token from "
-      "'kiln login' (Authorization: Bearer ...)");
+  return AuthenticateRequest(auth_, req);
 }
 
 absl::StatusOr<auth::Principal> NativeApi::AuthenticateAgent(const HttpRequest& req) {
@@ -280,33 +213,8 @@ void NativeApi::UploadPackage(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
   if (!who.is_user())
     return SendError(res, absl::PermissionDeniedError("tasks cannot upload packages"));
-  std::string name = req.Query("name").value_or("");
-  bool gzip = req.body.size() >= 2 && static_cast<unsigned char>(req.body[0]) == 0x1f &&
-              static_cast<unsigned char>(req.body[1]) == 0x8b;
-  if (name.empty()) name = gzip ? "package.tar.gz" : "";
-  if (name.empty() || name.size() > 255 || name.find('/') != std::string::npos || name == "." ||
-      name == "..") {
-    return SendError(res, absl::InvalidArgumentError(
-                              "add ?name=FILENAME (a plain file name) to the package upload"));
-  }
-  if (req.body.empty()) return SendError(res, absl::InvalidArgumentError("the package is empty"));
-  store::PackageRecord p;
-  p.id = absl::StrCat("sha256-", auth::Sha256Hex(req.body));
-  p.name = name;
-  p.kind = gzip ? "tar.gz" : "file";
-  p.size = static_cast<int64_t>(req.body.size());
-  p.created_at = base::SystemClock::Get().NowMicros();
-  std::string dir = absl::StrCat(options_.data_dir, "/packages");
-  std::string path = absl::StrCat(dir, "/", p.id);
-  // Bytes first, then the record: a record always has its bytes.
-  if (!store_.GetPackage(p.id).ok()) {
-    absl::Status s = base::MakeDirs(dir);
-    if (s.ok()) s = base::WriteFileAtomically(path, req.body, 0600);
-    if (s.ok()) s = store_.PutPackage(p);
-    if (!s.ok()) return SendError(res, s);
-  } else {
-    KILN_API_ASSIGN(p, store_.GetPackage(p.id));
-  }
+  KILN_API_ASSIGN(store::PackageRecord p,
+                  StorePackage(store_, options_.data_dir, req.Query("name").value_or(""), req.body));
   SendJson(res, 201, {{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"size", p.size}});
 }
 

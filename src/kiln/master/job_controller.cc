@@ -290,11 +290,13 @@ absl::StatusOr<api::TaskSpec> JobController::BuildTaskSpec(ActiveJob& job) {
   t.command = job.spec.command;
   t.env = job.spec.env;
   t.config = job.spec.config;
+  t.workdir = job.spec.workdir;
   KILN_ASSIGN_OR_RETURN(std::string token, auth_.IssueTaskToken(job.record.id, job.record.user_id));
   t.env["KILN_TOKEN"] = token;
   t.env["KILN_JOB_ID"] = std::to_string(job.record.id);
   t.env["KILN_TASK_ID"] = std::to_string(job.record.id);
   t.env["TRAINING_ID"] = std::to_string(job.record.id);
+  t.env["DLI_EXECID"] = std::to_string(job.record.id);  // WMLA scripts read it
   if (job.spec.package) {
     if (!job.spec.package->id.empty()) {
       KILN_ASSIGN_OR_RETURN(store::PackageRecord p, store_.GetPackage(job.spec.package->id));

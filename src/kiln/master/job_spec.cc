@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "kiln/base/status.h"
 
 namespace kiln::master {
@@ -45,18 +46,34 @@ bool IsEnvName(const std::string& name) {
 
 }  // namespace
 
+absl::Status ValidateWorkdir(const std::string& workdir) {
+  if (workdir.empty()) return absl::OkStatus();
+  bool bad = workdir.size() > 1024 || workdir[0] == '/' || workdir.find('\0') != std::string::npos;
+  for (absl::string_view part : absl::StrSplit(workdir, '/')) {
+    bad = bad || part == ".." || part == ".";
+  }
+  if (bad) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field \"workdir\" (\"", workdir.substr(0, 64),
+        "\") must be a relative folder inside the package, without \"..\", e.g. \"src\""));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
   if (!body.is_object()) {
     return absl::InvalidArgumentError("the job request must be a JSON object (see docs/api.md)");
   }
-  static const char* const kKnown[] = {"name", "command", "package", "resources", "env", "config"};
+  static const char* const kKnown[] = {"name", "command",   "package", "resources",
+                                      "env",  "config",    "workdir"};
   for (auto it = body.begin(); it != body.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
     if (!known) {
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown field \"", it.key(),
-          "\" in the job request; known fields: name, command, package, resources, env, config"));
+          "\" in the job request; known fields: name, command, package, resources, env, config, "
+          "workdir"));
     }
   }
   JobSpec spec;
@@ -155,6 +172,9 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
     }
     spec.config = body["config"];
   }
+
+  KILN_ASSIGN_OR_RETURN(spec.workdir, base::GetStringOr(body, "workdir", ""));
+  KILN_RETURN_IF_ERROR(ValidateWorkdir(spec.workdir));
   return spec;
 }
 
@@ -171,6 +191,7 @@ base::Json JobSpecToJson(const JobSpec& spec) {
   j["resources"] = {{"slots", spec.resources.slots}, {"gpus", spec.resources.gpus}};
   j["env"] = spec.env;
   j["config"] = spec.config;
+  if (!spec.workdir.empty()) j["workdir"] = spec.workdir;
   return j;
 }
 

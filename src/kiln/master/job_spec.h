@@ -28,10 +28,15 @@ struct JobSpec {
   scheduler::Resources resources;
   std::map<std::string, std::string> env;
   base::Json config = base::Json::object();  // written to config.json
+  // Where the command runs, relative to the unpacked package ("" = its root). WMLA's
+  // `--model-dir` names the one folder inside a `.modelDir.tar`.
+  std::string workdir;
 };
 
 // Validates a job request body (docs/api.md). InvalidArgument naming the field and the fix.
 absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body);
 base::Json JobSpecToJson(const JobSpec& spec);
+// OK for "" or a relative path inside the package (no "..", ".", or leading '/').
+absl::Status ValidateWorkdir(const std::string& workdir);
 
 }  // namespace kiln::master

@@ -13,12 +13,15 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/agent/agent.h"
+#include "kiln/api/experiments_api.h"
 #include "kiln/api/native_api.h"
+#include "kiln/api/wmla_api.h"
 #include "kiln/auth/authenticator.h"
 #include "kiln/base/clock.h"
 #include "kiln/base/files.h"
 #include "kiln/base/random.h"
 #include "kiln/base/status.h"
+#include "kiln/master/experiment_controller.h"
 #include "kiln/master/job_controller.h"
 #include "kiln/net/http_server.h"
 #include "kiln/store/sqlite_store.h"
@@ -32,7 +35,10 @@ struct Master::Impl {
   std::unique_ptr<store::SqliteStore> store;
   std::unique_ptr<auth::Authenticator> auth;
   std::unique_ptr<JobController> jobs;
+  std::unique_ptr<ExperimentController> experiments;
   std::unique_ptr<api::NativeApi> api;
+  std::unique_ptr<api::ExperimentsApi> experiments_api;
+  std::unique_ptr<api::WmlaApi> wmla_api;
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<agent::Agent> local_agent;
   std::string agent_token;
@@ -83,6 +89,9 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->jobs =
       std::make_unique<JobController>(*impl->store, *impl->auth, base::SystemClock::Get(), jc);
   KILN_RETURN_IF_ERROR(impl->jobs->Recover());
+  impl->experiments =
+      std::make_unique<ExperimentController>(*impl->store, *impl->jobs, base::SystemClock::Get());
+  KILN_RETURN_IF_ERROR(impl->experiments->Recover());
 
   api::NativeApiOptions api_options;
   api_options.data_dir = options.data_dir;
@@ -90,6 +99,14 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
                                                api_options);
   net::Router router;
   impl->api->Register(router);
+  impl->experiments_api =
+      std::make_unique<api::ExperimentsApi>(*impl->store, *impl->auth, *impl->experiments);
+  impl->experiments_api->Register(router);
+  api::WmlaApiOptions wmla_options;
+  wmla_options.data_dir = options.data_dir;
+  impl->wmla_api = std::make_unique<api::WmlaApi>(impl->io, *impl->store, *impl->auth,
+                                                  *impl->jobs, *impl->experiments, wmla_options);
+  impl->wmla_api->Register(router);
   net::HttpServerOptions server_options;
   server_options.address = options.address;
   server_options.port = options.port;
@@ -137,6 +154,7 @@ void Master::Run() {
   m.sweep_timer = std::make_unique<boost::asio::steady_timer>(m.io);
   m.sweep = [&m]() {
     m.jobs->SweepAgents();
+    m.experiments->Tick();
     m.sweep_timer->expires_after(std::chrono::seconds(1));
     m.sweep_timer->async_wait([&m](const boost::system::error_code& ec) {
       if (!ec) m.sweep();

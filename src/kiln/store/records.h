@@ -116,4 +116,51 @@ struct AgentRecord {
   int64_t last_seen_at = 0;
 };
 
+// ---- hyperparameter search ----
+
+enum class ExperimentState { kSubmitted, kRunning, kFinished, kFailed, kStopped };
+// "SUBMITTED", "RUNNING", ... (WMLA's spelling, used by every dialect).
+const char* ExperimentStateName(ExperimentState state);
+absl::StatusOr<ExperimentState> ParseExperimentState(std::string_view name);
+
+struct ExperimentRecord {
+  int64_t id = 0;
+  std::string name;  // unique across users (WMLA's hpoName)
+  int64_t user_id = 0;
+  std::string username;  // filled on reads
+  ExperimentState state = ExperimentState::kSubmitted;
+  std::string spec_json;  // master/experiment_spec.h, as stored
+  std::string reason;     // why it failed or stopped
+  int64_t created_at = 0;
+  std::optional<int64_t> started_at;
+  std::optional<int64_t> finished_at;
+};
+
+// A trial's life: RUNNING from the moment it is asked for (its job may still be queued)
+// until COMPLETE (objective known), PRUNED (stopped early by the pruner; its last
+// intermediate value stands), FAILED (retries used up, or the objective never reported;
+// `reason` says which) or STOPPED (the experiment was stopped while it ran).
+enum class TrialState { kRunning, kComplete, kPruned, kFailed, kStopped };
+const char* TrialStateName(TrialState state);  // "RUNNING", "COMPLETE", ...
+absl::StatusOr<TrialState> ParseTrialState(std::string_view name);
+
+struct TrialRow {
+  int64_t experiment_id = 0;
+  int64_t number = 0;  // 0-based, in the order the sampler proposed them
+  TrialState state = TrialState::kRunning;
+  std::string params_json;  // the sampler's internal point (hpo::Point) as a JSON object
+  std::string config_json;  // the typed config.json the trial's job received
+  int64_t budget = 0;       // multi-fidelity resource (0: full)
+  std::optional<int64_t> parent;
+  std::optional<int64_t> job_id;  // the current (or last) attempt's job
+  std::string job_ids_json = "[]";  // every attempt's job, oldest first
+  int attempts = 0;
+  std::optional<double> value;          // the objective, as reported (not negated)
+  std::string intermediate_json = "{}";  // {"<step>": value, ...} of the objective metric
+  std::string reason;
+  int64_t created_at = 0;
+  std::optional<int64_t> started_at;
+  std::optional<int64_t> finished_at;
+};
+
 }  // namespace kiln::store

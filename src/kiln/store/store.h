@@ -75,6 +75,25 @@ class Store {
   // Agents seen by this master.
   [[nodiscard]] virtual absl::Status PutAgent(const AgentRecord& agent) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<AgentRecord>> ListAgents() = 0;
+  // Experiments (hyperparameter searches). CreateExperiment assigns the id; AlreadyExists
+  // for a taken name. DeleteExperiment removes its trials too (not their jobs).
+  [[nodiscard]] virtual absl::StatusOr<ExperimentRecord> CreateExperiment(
+      ExperimentRecord experiment) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ExperimentRecord> GetExperiment(int64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ExperimentRecord> GetExperimentByName(
+      const std::string& name) = 0;
+  // Newest first; nullopt user: everyone's.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ExperimentRecord>> ListExperiments(
+      std::optional<int64_t> user_id) = 0;
+  // Writes state, reason and times. NotFound if it does not exist.
+  [[nodiscard]] virtual absl::Status UpdateExperiment(const ExperimentRecord& experiment) = 0;
+  [[nodiscard]] virtual absl::Status DeleteExperiment(int64_t id) = 0;
+  // Inserts or replaces the trial (experiment_id, number). NotFound for an unknown
+  // experiment.
+  [[nodiscard]] virtual absl::Status PutTrial(const TrialRow& trial) = 0;
+  // Ordered by number.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<TrialRow>> ListTrials(
+      int64_t experiment_id) = 0;
 };
 
 }  // namespace kiln::store

@@ -1,0 +1,3 @@
+#include "kiln/master/experiment_controller.h"
+
+// Being written (issue 3).

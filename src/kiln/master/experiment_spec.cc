@@ -1,0 +1,3 @@
+#include "kiln/master/experiment_spec.h"
+
+// Being written (issue 3).
