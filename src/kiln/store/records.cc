@@ -48,4 +48,57 @@ bool IsTerminal(JobState state) {
   return state == JobState::kFinished || state == JobState::kFailed || state == JobState::kKilled;
 }
 
+const char* ExperimentStateName(ExperimentState state) {
+  switch (state) {
+    case ExperimentState::kSubmitted:
+      return "SUBMITTED";
+    case ExperimentState::kRunning:
+      return "RUNNING";
+    case ExperimentState::kFinished:
+      return "FINISHED";
+    case ExperimentState::kFailed:
+      return "FAILED";
+    case ExperimentState::kStopped:
+      return "STOPPED";
+  }
+  return "SUBMITTED";
+}
+
+absl::StatusOr<ExperimentState> ParseExperimentState(std::string_view name) {
+  for (ExperimentState s :
+       {ExperimentState::kSubmitted, ExperimentState::kRunning, ExperimentState::kFinished,
+        ExperimentState::kFailed, ExperimentState::kStopped}) {
+    if (ExperimentStateName(s) == name) return s;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown experiment state \"", std::string(name),
+                   "\"; use one of SUBMITTED, RUNNING, FINISHED, FAILED, STOPPED"));
+}
+
+const char* TrialStateName(TrialState state) {
+  switch (state) {
+    case TrialState::kRunning:
+      return "RUNNING";
+    case TrialState::kComplete:
+      return "COMPLETE";
+    case TrialState::kPruned:
+      return "PRUNED";
+    case TrialState::kFailed:
+      return "FAILED";
+    case TrialState::kStopped:
+      return "STOPPED";
+  }
+  return "RUNNING";
+}
+
+absl::StatusOr<TrialState> ParseTrialState(std::string_view name) {
+  for (TrialState s : {TrialState::kRunning, TrialState::kComplete, TrialState::kPruned,
+                       TrialState::kFailed, TrialState::kStopped}) {
+    if (TrialStateName(s) == name) return s;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown trial state \"", std::string(name),
+                   "\"; use one of RUNNING, COMPLETE, PRUNED, FAILED, STOPPED"));
+}
+
 }  // namespace kiln::store

@@ -152,10 +152,10 @@ struct TrialRow {
   std::string config_json;  // the typed config.json the trial's job received
   int64_t budget = 0;       // multi-fidelity resource (0: full)
   std::optional<int64_t> parent;
-  std::optional<int64_t> job_id;  // the current (or last) attempt's job
+  std::optional<int64_t> job_id;    // the current (or last) attempt's job
   std::string job_ids_json = "[]";  // every attempt's job, oldest first
   int attempts = 0;
-  std::optional<double> value;          // the objective, as reported (not negated)
+  std::optional<double> value;           // the objective, as reported (not negated)
   std::string intermediate_json = "{}";  // {"<step>": value, ...} of the objective metric
   std::string reason;
   int64_t created_at = 0;

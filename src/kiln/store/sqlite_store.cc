@@ -95,6 +95,40 @@ CREATE TABLE stream_offsets (
   PRIMARY KEY (job_id, stream)
 ) WITHOUT ROWID;
 )sql",
+    // 1 -> 2: hyperparameter searches and their trials.
+    R"sql(
+CREATE TABLE experiments (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER
+);
+CREATE INDEX experiments_user ON experiments(user_id, id);
+CREATE TABLE trials (
+  experiment_id INTEGER NOT NULL REFERENCES experiments(id) ON DELETE CASCADE,
+  number INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  params TEXT NOT NULL,
+  config TEXT NOT NULL,
+  budget INTEGER NOT NULL DEFAULT 0,
+  parent INTEGER,
+  job_id INTEGER,
+  job_ids TEXT NOT NULL DEFAULT '[]',
+  attempts INTEGER NOT NULL DEFAULT 0,
+  value REAL,
+  intermediate TEXT NOT NULL DEFAULT '{}',
+  reason TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  started_at INTEGER,
+  finished_at INTEGER,
+  PRIMARY KEY (experiment_id, number)
+) WITHOUT ROWID;
+)sql",
 };
 
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
@@ -133,6 +167,25 @@ UserRecord ReadUser(SqliteStatement& st) {
   u.admin = st.ColumnInt(3) != 0;
   u.created_at = st.ColumnInt(4);
   return u;
+}
+
+const char kExperimentColumns[] =
+    "e.id, e.name, e.user_id, u.username, e.state, e.spec, e.reason, e.created_at, "
+    "e.started_at, e.finished_at";
+
+absl::StatusOr<ExperimentRecord> ReadExperiment(SqliteStatement& st) {
+  ExperimentRecord e;
+  e.id = st.ColumnInt(0);
+  e.name = st.ColumnText(1);
+  e.user_id = st.ColumnInt(2);
+  e.username = st.ColumnText(3);
+  KILN_ASSIGN_OR_RETURN(e.state, ParseExperimentState(st.ColumnText(4)));
+  e.spec_json = st.ColumnText(5);
+  e.reason = st.ColumnText(6);
+  e.created_at = st.ColumnInt(7);
+  e.started_at = st.ColumnOptionalInt(8);
+  e.finished_at = st.ColumnOptionalInt(9);
+  return e;
 }
 
 absl::StatusOr<TokenKind> ParseTokenKind(const std::string& s) {
@@ -564,6 +617,146 @@ absl::StatusOr<std::vector<AgentRecord>> SqliteStore::ListAgents() {
     a.registered_at = st->ColumnInt(4);
     a.last_seen_at = st->ColumnInt(5);
     out.push_back(std::move(a));
+  }
+  return out;
+}
+
+// ---- experiments ----
+
+absl::StatusOr<ExperimentRecord> SqliteStore::CreateExperiment(ExperimentRecord e) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT INTO experiments (name, user_id, state, spec, reason, created_at, "
+                   "started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->Bind(1, e.name).Bind(2, e.user_id).Bind(3, ExperimentStateName(e.state));
+  st->Bind(4, e.spec_json).Bind(5, e.reason).Bind(6, e.created_at).Bind(7, e.started_at);
+  st->Bind(8, e.finished_at);
+  absl::Status s = st->Run();
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("an experiment named \"", e.name, "\" already exists; choose another name"));
+  }
+  KILN_RETURN_IF_ERROR(s);
+  e.id = db_->LastInsertRowId();
+  return e;
+}
+
+absl::StatusOr<ExperimentRecord> SqliteStore::GetExperiment(int64_t id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kExperimentColumns,
+                                                  " FROM experiments e JOIN users u ON "
+                                                  "u.id = e.user_id WHERE e.id = ?")));
+  st->Bind(1, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no experiment with id ", id));
+  auto e = ReadExperiment(*st);
+  st->Reset();
+  return e;
+}
+
+absl::StatusOr<ExperimentRecord> SqliteStore::GetExperimentByName(const std::string& name) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kExperimentColumns,
+                                                  " FROM experiments e JOIN users u ON "
+                                                  "u.id = e.user_id WHERE e.name = ?")));
+  st->Bind(1, name);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no experiment named \"", name, "\""));
+  auto e = ReadExperiment(*st);
+  st->Reset();
+  return e;
+}
+
+absl::StatusOr<std::vector<ExperimentRecord>> SqliteStore::ListExperiments(
+    std::optional<int64_t> user_id) {
+  std::string sql = absl::StrCat("SELECT ", kExperimentColumns,
+                                 " FROM experiments e JOIN users u ON u.id = e.user_id");
+  if (user_id) sql += " WHERE e.user_id = ?";
+  sql += " ORDER BY e.id DESC";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  if (user_id) st->Bind(1, *user_id);
+  std::vector<ExperimentRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    KILN_ASSIGN_OR_RETURN(ExperimentRecord e, ReadExperiment(*st));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
+absl::Status SqliteStore::UpdateExperiment(const ExperimentRecord& e) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("UPDATE experiments SET state = ?, reason = ?, started_at = ?, "
+                   "finished_at = ? WHERE id = ?"));
+  st->Bind(1, ExperimentStateName(e.state)).Bind(2, e.reason).Bind(3, e.started_at);
+  st->Bind(4, e.finished_at).Bind(5, e.id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("no experiment with id ", e.id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::DeleteExperiment(int64_t id) {
+  // Trials go with it through ON DELETE CASCADE, in the same statement's transaction.
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare("DELETE FROM experiments WHERE id = ?"));
+  st->Bind(1, id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no experiment with id ", id));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::PutTrial(const TrialRow& t) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT OR REPLACE INTO trials (experiment_id, number, state, params, config, "
+                   "budget, parent, job_id, job_ids, attempts, value, intermediate, reason, "
+                   "created_at, started_at, finished_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->Bind(1, t.experiment_id).Bind(2, t.number).Bind(3, TrialStateName(t.state));
+  st->Bind(4, t.params_json).Bind(5, t.config_json).Bind(6, t.budget).Bind(7, t.parent);
+  st->Bind(8, t.job_id).Bind(9, t.job_ids_json).Bind(10, t.attempts).Bind(11, t.value);
+  st->Bind(12, t.intermediate_json).Bind(13, t.reason).Bind(14, t.created_at);
+  st->Bind(15, t.started_at).Bind(16, t.finished_at);
+  absl::Status s = st->Run();
+  // The only constraint a well-formed row can break is the experiment's foreign key.
+  if (absl::IsFailedPrecondition(s)) {
+    return absl::NotFoundError(absl::StrCat("no experiment with id ", t.experiment_id));
+  }
+  return s;
+}
+
+absl::StatusOr<std::vector<TrialRow>> SqliteStore::ListTrials(int64_t experiment_id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("SELECT experiment_id, number, state, params, config, budget, parent, job_id, "
+                   "job_ids, attempts, value, intermediate, reason, created_at, started_at, "
+                   "finished_at FROM trials WHERE experiment_id = ? ORDER BY number"));
+  st->Bind(1, experiment_id);
+  std::vector<TrialRow> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    TrialRow t;
+    t.experiment_id = st->ColumnInt(0);
+    t.number = st->ColumnInt(1);
+    KILN_ASSIGN_OR_RETURN(t.state, ParseTrialState(st->ColumnText(2)));
+    t.params_json = st->ColumnText(3);
+    t.config_json = st->ColumnText(4);
+    t.budget = st->ColumnInt(5);
+    t.parent = st->ColumnOptionalInt(6);
+    t.job_id = st->ColumnOptionalInt(7);
+    t.job_ids_json = st->ColumnText(8);
+    t.attempts = static_cast<int>(st->ColumnInt(9));
+    if (!st->ColumnIsNull(10)) t.value = st->ColumnDouble(10);
+    t.intermediate_json = st->ColumnText(11);
+    t.reason = st->ColumnText(12);
+    t.created_at = st->ColumnInt(13);
+    t.started_at = st->ColumnOptionalInt(14);
+    t.finished_at = st->ColumnOptionalInt(15);
+    out.push_back(std::move(t));
   }
   return out;
 }

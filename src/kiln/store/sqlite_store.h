@@ -54,6 +54,16 @@ class SqliteStore final : public Store {
   absl::Status PutAgent(const AgentRecord& agent) override;
   absl::StatusOr<std::vector<AgentRecord>> ListAgents() override;
 
+  absl::StatusOr<ExperimentRecord> CreateExperiment(ExperimentRecord experiment) override;
+  absl::StatusOr<ExperimentRecord> GetExperiment(int64_t id) override;
+  absl::StatusOr<ExperimentRecord> GetExperimentByName(const std::string& name) override;
+  absl::StatusOr<std::vector<ExperimentRecord>> ListExperiments(
+      std::optional<int64_t> user_id) override;
+  absl::Status UpdateExperiment(const ExperimentRecord& experiment) override;
+  absl::Status DeleteExperiment(int64_t id) override;
+  absl::Status PutTrial(const TrialRow& trial) override;
+  absl::StatusOr<std::vector<TrialRow>> ListTrials(int64_t experiment_id) override;
+
  private:
   explicit SqliteStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
   absl::Status Migrate();

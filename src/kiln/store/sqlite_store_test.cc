@@ -167,6 +167,126 @@ TEST_F(SqliteStoreTest, DataSurvivesReopen) {
   EXPECT_EQ(got.name, "train");
 }
 
+ExperimentRecord NewExperiment(int64_t user_id, const std::string& name) {
+  ExperimentRecord e;
+  e.name = name;
+  e.user_id = user_id;
+  e.spec_json = R"({"max_trials":4})";
+  e.created_at = 30;
+  return e;
+}
+
+TEST_F(SqliteStoreTest, ExperimentRoundTripsAndNamesAreUnique) {
+  KILN_ASSERT_OK_AND_ASSIGN(ExperimentRecord e,
+                            store_->CreateExperiment(NewExperiment(user_.id, "lr-search")));
+  EXPECT_GT(e.id, 0);
+  EXPECT_THAT(store_->CreateExperiment(NewExperiment(user_.id, "lr-search")),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("\"lr-search\"")));
+
+  e.state = ExperimentState::kFinished;
+  e.reason = "budget spent";
+  e.started_at = 31;
+  e.finished_at = 40;
+  KILN_ASSERT_OK(store_->UpdateExperiment(e));
+  KILN_ASSERT_OK_AND_ASSIGN(ExperimentRecord got, store_->GetExperimentByName("lr-search"));
+  EXPECT_EQ(got.id, e.id);
+  EXPECT_EQ(got.username, "ada");
+  EXPECT_EQ(got.state, ExperimentState::kFinished);
+  EXPECT_EQ(got.spec_json, R"({"max_trials":4})");
+  EXPECT_EQ(got.reason, "budget spent");
+  EXPECT_EQ(got.started_at, 31);
+  EXPECT_EQ(got.finished_at, 40);
+  EXPECT_EQ(got.created_at, 30);
+}
+
+TEST_F(SqliteStoreTest, UnknownExperimentIsNotFound) {
+  EXPECT_THAT(store_->GetExperiment(5), StatusIs(absl::StatusCode::kNotFound, HasSubstr("5")));
+  EXPECT_THAT(store_->GetExperimentByName("nope"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"nope\"")));
+  ExperimentRecord ghost;
+  ghost.id = 5;
+  EXPECT_THAT(store_->UpdateExperiment(ghost),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("5")));
+  EXPECT_THAT(store_->DeleteExperiment(5), StatusIs(absl::StatusCode::kNotFound, HasSubstr("5")));
+  TrialRow orphan;
+  orphan.experiment_id = 5;
+  EXPECT_THAT(store_->PutTrial(orphan), StatusIs(absl::StatusCode::kNotFound, HasSubstr("5")));
+}
+
+TEST_F(SqliteStoreTest, ListExperimentsNewestFirstFilteredByUser) {
+  UserRecord bob;
+  bob.username = "bob";
+  bob.password_hash = "x";
+  KILN_ASSERT_OK_AND_ASSIGN(bob, store_->CreateUser(bob));
+  KILN_ASSERT_OK(store_->CreateExperiment(NewExperiment(user_.id, "a")).status());
+  KILN_ASSERT_OK(store_->CreateExperiment(NewExperiment(bob.id, "b")).status());
+  KILN_ASSERT_OK(store_->CreateExperiment(NewExperiment(user_.id, "c")).status());
+  KILN_ASSERT_OK_AND_ASSIGN(auto all, store_->ListExperiments(std::nullopt));
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].name, "c");
+  EXPECT_EQ(all[1].username, "bob");
+  KILN_ASSERT_OK_AND_ASSIGN(auto ada, store_->ListExperiments(user_.id));
+  ASSERT_EQ(ada.size(), 2u);
+  EXPECT_EQ(ada[0].name, "c");
+  EXPECT_EQ(ada[1].name, "a");
+}
+
+TEST_F(SqliteStoreTest, TrialsAreReplacedByNumberAndDeletedWithTheirExperiment) {
+  KILN_ASSERT_OK_AND_ASSIGN(ExperimentRecord e,
+                            store_->CreateExperiment(NewExperiment(user_.id, "s")));
+  for (int n : {1, 0}) {
+    TrialRow t;
+    t.experiment_id = e.id;
+    t.number = n;
+    t.params_json = R"({"lr":0.1})";
+    t.config_json = R"({"lr":0.1,"epochs":3})";
+    t.created_at = 50 + n;
+    KILN_ASSERT_OK(store_->PutTrial(t));
+  }
+  KILN_ASSERT_OK_AND_ASSIGN(auto trials, store_->ListTrials(e.id));
+  ASSERT_EQ(trials.size(), 2u);
+  EXPECT_EQ(trials[0].number, 0);
+  EXPECT_EQ(trials[0].state, TrialState::kRunning);
+  EXPECT_FALSE(trials[0].job_id.has_value());
+  EXPECT_FALSE(trials[0].value.has_value());
+
+  TrialRow done = trials[1];
+  done.state = TrialState::kComplete;
+  done.budget = 9;
+  done.parent = 0;
+  done.job_id = 12;
+  done.job_ids_json = "[11,12]";
+  done.attempts = 2;
+  done.value = -0.25;
+  done.intermediate_json = R"({"1":0.5,"2":-0.25})";
+  done.reason = "ok";
+  done.started_at = 60;
+  done.finished_at = 70;
+  KILN_ASSERT_OK(store_->PutTrial(done));
+  KILN_ASSERT_OK_AND_ASSIGN(trials, store_->ListTrials(e.id));
+  ASSERT_EQ(trials.size(), 2u);
+  const TrialRow& got = trials[1];
+  EXPECT_EQ(got.state, TrialState::kComplete);
+  EXPECT_EQ(got.params_json, R"({"lr":0.1})");
+  EXPECT_EQ(got.config_json, R"({"lr":0.1,"epochs":3})");
+  EXPECT_EQ(got.budget, 9);
+  EXPECT_EQ(got.parent, 0);
+  EXPECT_EQ(got.job_id, 12);
+  EXPECT_EQ(got.job_ids_json, "[11,12]");
+  EXPECT_EQ(got.attempts, 2);
+  EXPECT_EQ(got.value, -0.25);
+  EXPECT_EQ(got.intermediate_json, R"({"1":0.5,"2":-0.25})");
+  EXPECT_EQ(got.reason, "ok");
+  EXPECT_EQ(got.created_at, 51);
+  EXPECT_EQ(got.started_at, 60);
+  EXPECT_EQ(got.finished_at, 70);
+
+  KILN_ASSERT_OK(store_->DeleteExperiment(e.id));
+  KILN_ASSERT_OK_AND_ASSIGN(trials, store_->ListTrials(e.id));
+  EXPECT_TRUE(trials.empty());
+  EXPECT_FALSE(store_->GetExperiment(e.id).ok());
+}
+
 TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerKiln) {
   store_.reset();
   {

@@ -92,8 +92,7 @@ class Store {
   // experiment.
   [[nodiscard]] virtual absl::Status PutTrial(const TrialRow& trial) = 0;
   // Ordered by number.
-  [[nodiscard]] virtual absl::StatusOr<std::vector<TrialRow>> ListTrials(
-      int64_t experiment_id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<TrialRow>> ListTrials(int64_t experiment_id) = 0;
 };
 
 }  // namespace kiln::store
