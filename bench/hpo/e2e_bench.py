@@ -28,6 +28,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from kilnd_process import FastClient, KilndProcess, machine_line, median  # noqa: E402
@@ -109,6 +110,7 @@ def _optuna_worker(storage: str, study_name: str, n: int, sleep_s: float) -> Non
 def run_optuna(trials: int, sleep_s: float, sampler: str, seed: int) -> dict:
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     db_dir = tempfile.mkdtemp(prefix="optuna-e2e-")
     storage = f"sqlite:///{db_dir}/study.db"
     name = f"e2e-{sampler}-{seed}"
