@@ -3,13 +3,52 @@
 // `ExperimentSpec`, what a user asks of a hyperparameter search: the trial template (code,
 // command, resources, env: an ordinary `JobSpec` whose config is the fixed part of every
 // trial's config.json), the search space, the algorithm, the objective, the budget and
-// the parallelism. Parsed from Kiln's native JSON here (docs/api.md, "Experiments"); the
-// WMLA dialect builds the same struct from its `hpo_input` (api/wmla_hpo.h). Stored as
-// JSON in the experiment record.
+// the parallelism. Parsed from Kiln's native JSON here; the WMLA dialect builds the same
+// struct from its `hpo_input` (api/wmla_api.h). Stored as JSON in the experiment record.
+//
+// The native request (POST /api/v1/experiments; a YAML experiment file is the same
+// document). Only "command", "search_space" and "objective" are required; any other
+// field is refused.
+//
+//   {
+//     "name": "fmnist-lr",             // unique; default "<user>-hpo-<digits>"
+//     "description": "free text",
+//     "command": ["python3", "train.py"],
+//     "package": {"id": "sha256-..."}, // or {"path": "/shared/code"}; as for jobs
+//     "workdir": "src",                // relative folder of the package to run in
+//     "resources": {"slots": 1, "gpus": 0},          // per trial
+//     "env": {"OMP_NUM_THREADS": "2"},               // per trial; KILN_* reserved
+//     "config": {"epochs": 3},         // fixed values in every trial's config.json
+//     "search_space": {                // hpo::SearchSpace::FromNative
+//       "lr": {"type": "double", "low": 1e-4, "high": 0.1, "log": true},
+//       "width": {"type": "int", "low": 32, "high": 512, "step": 32},
+//       "opt": {"type": "categorical", "choices": ["sgd", "adam"]},
+//       "momentum": {"type": "double", "low": 0.5, "high": 0.99,
+//                    "condition": {"opt": ["sgd"]}},
+//       "batch": 64},                  // a bare value is fixed
+//     "algorithm": "tpe",              // or {"name": "tpe", "params": {"seed": 1, ...}};
+//                                      // names and params: hpo/algorithm.h; default random
+//     "pruner": {"name": "median", "n_startup_trials": 5},  // or "asha", or a bare name;
+//                                      // default none
+//     "experiments": [...],            // experiment_grid only: WMLA's experiments list
+//     "objective": {"metric": "loss",  // or just "loss"
+//                   "goal": "minimize",           // or "maximize"; default minimize
+//                   "reduce": "best"},            // or "last"; default best
+//     "max_trials": 20,                // trials to run in all, -1 (default): unlimited
+//     "max_run_minutes": 60,           // -1 (default): unlimited
+//     "parallelism": 2,                // trials at once, default 1
+//     "max_retries": 1,                // re-runs of a failed trial, default 0
+//     "seed": 7                        // default: derived from the experiment's id
+//   }
+//
+// Each trial is a job named "<experiment name>-trial-<n>" (n from 0) whose config.json is
+// "config" merged with the sampled values (and, for hyperband, the resource under its
+// resource_name), with SUBID=<n> and KILN_EXPERIMENT_ID=<id> in its environment.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -46,7 +85,7 @@ struct ExperimentSpec {
   base::Json algorithm_params;  // null, a native object, or WMLA's algoParams list
   base::Json pruner;            // native: {"name": "median"|"asha", ...}, or null
   std::optional<double> hyperband_eta;
-  base::Json wmla_experiments;  // ExperimentGridSearch
+  base::Json wmla_experiments;   // ExperimentGridSearch
   std::optional<uint64_t> seed;  // default: derived from the experiment id
 
   ObjectiveSpec objective;
@@ -61,10 +100,21 @@ struct ExperimentSpec {
   base::Json wmla_request;  // WMLA: the original hpo_input, echoed in responses
 };
 
-// Validates a native experiment request (docs/api.md). InvalidArgument naming the field
-// and the fix. Does not build the space or the algorithm: ExperimentController::Create
-// does, so both dialects share those checks.
+// Validates a native experiment request (the shape above). InvalidArgument naming the
+// field and the fix. Checks the shape and types, then runs ValidateExperimentSpec; the
+// space and the algorithm are checked by ExperimentController::Create, so both dialects
+// share those checks.
 absl::StatusOr<ExperimentSpec> ParseExperimentSpec(const base::Json& body);
+
+// The checks that do not need the space or the algorithm: name (at most 128 characters,
+// no control characters or '/'), objective metric non-empty, max_trials -1 or >= 1,
+// max_run_minutes -1 or >= 1, 1 <= parallelism <= 1000, 0 <= max_retries <= 100.
+// InvalidArgument names the field in the spec's dialect
+// (e.g. "parallelism" or "maxParalleJobNum").
+absl::Status ValidateExperimentSpec(const ExperimentSpec& spec);
+
+// The seed of an experiment that was given none, from its id: stable across restarts.
+uint64_t DeriveExperimentSeed(int64_t experiment_id);
 
 // Storage round trip (every field).
 base::Json ExperimentSpecToJson(const ExperimentSpec& spec);

@@ -54,6 +54,14 @@ void JobController::SetObservers(std::function<void(const std::string&)> on_agen
   on_job_output_ = std::move(on_job_output);
 }
 
+void JobController::SetJobEndObserver(std::function<void(int64_t)> on_job_end) {
+  on_job_end_ = std::move(on_job_end);
+}
+
+void JobController::SetJobMetricsObserver(std::function<void(int64_t)> on_job_metrics) {
+  on_job_metrics_ = std::move(on_job_metrics);
+}
+
 void JobController::NotifyAgent(const std::string& agent_id) {
   if (on_agent_work_) on_agent_work_(agent_id);
 }
@@ -82,7 +90,22 @@ absl::Status JobController::Recover() {
     auto body = base::ParseJson(record.spec_json);
     if (!body.ok())
       return absl::InternalError(absl::StrCat("job ", record.id, " has a corrupt spec"));
+    // Kiln itself sets some KILN_* variables in stored specs (KILN_EXPERIMENT_ID on
+    // experiment trials), which ParseJobSpec refuses from users: validate without them.
+    std::map<std::string, std::string> kiln_env;
+    if (body->contains("env") && (*body)["env"].is_object()) {
+      base::Json& env = (*body)["env"];
+      for (auto it = env.begin(); it != env.end();) {
+        if (it.key().rfind("KILN_", 0) == 0 && it.value().is_string()) {
+          kiln_env[it.key()] = it.value().get<std::string>();
+          it = env.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
     auto spec = ParseJobSpec(*body);
+    if (spec.ok()) spec->env.insert(kiln_env.begin(), kiln_env.end());
     if (!spec.ok())
       return absl::InternalError(absl::StrCat("job ", record.id, ": ", spec.status().message()));
     int64_t id = record.id;
@@ -100,13 +123,7 @@ absl::Status JobController::Transition(ActiveJob& job, std::string type, std::st
 // ---------------------------------------------------------------- users
 
 absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobSpec spec) {
-  if (!who.is_user()) {
-    return absl::PermissionDeniedError("only users can submit jobs; this token belongs to a task");
-  }
-  KILN_RETURN_IF_ERROR(pool_.CheckSatisfiable(spec.resources));
-  if (spec.package && !spec.package->id.empty()) {
-    KILN_RETURN_IF_ERROR(store_.GetPackage(spec.package->id).status());
-  }
+  KILN_RETURN_IF_ERROR(CheckSubmittable(who, spec));
   JobRecord record;
   record.name = spec.name;
   record.user_id = who.user_id;
@@ -121,6 +138,18 @@ absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobS
   active_[id] = ActiveJob{record, std::move(spec)};
   Schedule();
   return active_.count(id) ? active_[id].record : record;
+}
+
+absl::Status JobController::CheckSubmittable(const auth::Principal& who,
+                                             const JobSpec& spec) const {
+  if (!who.is_user()) {
+    return absl::PermissionDeniedError("only users can submit jobs; this token belongs to a task");
+  }
+  KILN_RETURN_IF_ERROR(pool_.CheckSatisfiable(spec.resources));
+  if (spec.package && !spec.package->id.empty()) {
+    KILN_RETURN_IF_ERROR(store_.GetPackage(spec.package->id).status());
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<JobController::ActiveJob*> JobController::FindAccessible(const auth::Principal& who,
@@ -251,6 +280,7 @@ absl::StatusOr<int> JobController::IngestMetrics(const auth::Principal& who, int
     }
   }
   KILN_ASSIGN_OR_RETURN(bool applied, store_.AppendMetrics(job_id, writer, seq, points));
+  if (applied && !points.empty() && on_job_metrics_) on_job_metrics_(job_id);
   return applied ? static_cast<int>(points.size()) : 0;
 }
 
@@ -333,6 +363,7 @@ absl::Status JobController::Finish(ActiveJob& job, JobState state, std::string r
   pool_.Release(id);
   active_.erase(id);
   NotifyOutput(id);
+  if (on_job_end_) on_job_end_(id);
   Schedule();
   return absl::OkStatus();
 }
@@ -514,8 +545,9 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
     if (!appended.ok()) {
       if (!absl::IsFailedPrecondition(appended.status())) return appended.status();
       output_ok = false;  // offsets disagree: the agent resends from ours
-    } else if (!out.lines.empty()) {
-      NotifyOutput(id);
+    } else {
+      if (!out.lines.empty()) NotifyOutput(id);
+      if (!out.metrics.empty() && on_job_metrics_) on_job_metrics_(id);
     }
   }
   ack.offsets = OffsetsOf(id);

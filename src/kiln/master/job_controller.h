@@ -51,6 +51,11 @@ class JobController {
   // ---- users ----
   // Queues a job. FailedPrecondition when no registered agent could ever run it.
   absl::StatusOr<store::JobRecord> Submit(const auth::Principal& who, JobSpec spec);
+  // The checks Submit makes before storing anything, for callers that must refuse a
+  // request up front (an experiment whose trials could never run): PermissionDenied for a
+  // task, FailedPrecondition when no registered agent could ever run `spec`, NotFound for
+  // an unknown package.
+  absl::Status CheckSubmittable(const auth::Principal& who, const JobSpec& spec) const;
   // Kills a job: queued or scheduled jobs end at once, running ones are signalled.
   // FailedPrecondition if it has already ended.
   absl::StatusOr<store::JobRecord> Kill(const auth::Principal& who, int64_t job_id);
@@ -80,6 +85,13 @@ class JobController {
   // has something new to do; `on_job_output(job_id)` when a job has new log lines or ended.
   void SetObservers(std::function<void(const std::string&)> on_agent_work,
                     std::function<void(int64_t)> on_job_output);
+  // Set once by the master for the experiment driver. `on_job_end(job_id)` fires after a
+  // job's final state is stored; `on_job_metrics(job_id)` after metric points of a running
+  // job were stored (emetrics in a report, or a native batch). Both fire synchronously
+  // from inside JobController calls (Kill included), so the observer must not call back
+  // into it: the master posts them to its loop.
+  void SetJobEndObserver(std::function<void(int64_t)> on_job_end);
+  void SetJobMetricsObserver(std::function<void(int64_t)> on_job_metrics);
 
   // Cluster view for `GET /api/v1/agents`.
   base::Json DescribeAgents() const;
@@ -119,6 +131,8 @@ class JobController {
   std::map<std::string, AgentSession> agents_;
   std::function<void(const std::string&)> on_agent_work_;
   std::function<void(int64_t)> on_job_output_;
+  std::function<void(int64_t)> on_job_end_;
+  std::function<void(int64_t)> on_job_metrics_;
 };
 
 }  // namespace kiln::master
