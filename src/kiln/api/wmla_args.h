@@ -1,0 +1,73 @@
+// wmla_args.h
+//
+// WMLA's `args` string (`dlicmd.py --exec-start` options, wmla-api.md §1.9), as sent with
+// `POST /execs?args=...` and in an HPO task's `modelSpec.args`, turned into the job Kiln
+// runs. Kiln honours the options it has a meaning for (the script, its folder, GPUs, the
+// dataset), accepts and records the WMLA-only ones, and passes every other word to the
+// user's script, as WMLA does.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kiln/master/job_spec.h"
+
+namespace kiln::api {
+
+// Splits `args` into words the way a POSIX shell would, without expansions: blanks
+// separate words; '...' is literal; "..." keeps blanks and resolves \" \\ \$ \`; a
+// backslash outside quotes escapes the next character. InvalidArgument for an unclosed
+// quote or a trailing backslash.
+[[nodiscard]] absl::StatusOr<std::vector<std::string>> SplitArgs(std::string_view args);
+
+// The options of one `args` string.
+struct WmlaArgs {
+  std::string framework = "PyTorch";     // --exec-start, as written
+  std::string model_main;                // --model-main: the script, relative to model_dir
+  std::string model_dir;                 // --model-dir: the folder inside the package
+  int gpus = 0;                          // --gpuPerWorker / --workerDeviceNum
+  std::string device_type;               // --workerDeviceType: "cpu", "gpu" or ""
+  int num_workers = 1;                   // --numWorker
+  std::string data_path;                 // --cs-datastore-meta data_path ("" = none)
+  std::string app_name;                  // --appName
+  std::vector<std::string> script_args;  // everything else, for the script, in order
+  // Options accepted without effect, each with the reason ("--python-version 3.6: Kiln
+  // runs the agent's python3"), for the submitter to see.
+  std::vector<std::string> notes;
+};
+
+// Parses `args`. Options take their value as the next word or after '=' (`--opt=value`);
+// `--` ends the options (the words after it go to the script). InvalidArgument naming
+// the option and the fix for: no --model-main, a missing or malformed value, an unknown
+// --exec-start framework, a distributed or elastic framework (edtPyTorch, distPyTorch,
+// ...; not supported yet), --numWorker other than 1, --cs-datastore-meta with a type
+// other than fs, or prebuilt models (--pbmodel-*). Messages do not say where the string
+// came from: callers prefix that ("modelSpec.args: ").
+[[nodiscard]] absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args);
+
+struct WmlaJobOptions {
+  // kilnd's $DLI_DATA_FS (WMLA's shared dataset root): a relative data_path is taken
+  // under it. Empty: a relative data_path stays relative to the script's folder.
+  std::string data_fs;
+};
+
+// The job `args` describe (without its package): command [python3, model_main,
+// script_args...] (the agent resolves python3), workdir = model_dir, one slot and `gpus`
+// GPUs, env DATA_DIR from data_path (and DLI_DATA_FS when set), name = app_name or the
+// script's file name.
+master::JobSpec WmlaArgsToJobSpec(const WmlaArgs& args, const WmlaJobOptions& options);
+
+// WMLA's framework plugins (`GET /execs/frameworks`, wmla-api.md §2.3) and whether Kiln
+// runs them.
+struct WmlaFramework {
+  std::string name;       // "PyTorch", "edtPyTorch", ...
+  std::string app_name;   // "SingleNodePytorchTrain", ...
+  std::string exec_mode;  // "single" or "distributed"
+  bool supported = false;
+  std::string desc;
+};
+const std::vector<WmlaFramework>& WmlaFrameworks();
+
+}  // namespace kiln::api

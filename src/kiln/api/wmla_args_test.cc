@@ -1,0 +1,202 @@
+// wmla_args_test.cc
+
+#include "kiln/api/wmla_args.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include "kiln/base/testing/status_matchers.h"
+
+namespace kiln::api {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::Pair;
+using ::testing::UnorderedElementsAre;
+
+TEST(SplitArgsTest, SplitsOnBlanksAndHonoursQuotes) {
+  KILN_ASSERT_OK_AND_ASSIGN(auto words,
+                            SplitArgs("  a\tb  'c d' \"e \\\"f\\\" \\n\" g\\ h i'j'\"k\" ''"));
+  EXPECT_THAT(words, ElementsAre("a", "b", "c d", "e \"f\" \\n", "g h", "ijk", ""));
+  KILN_ASSERT_OK_AND_ASSIGN(auto none, SplitArgs(" \t\n"));
+  EXPECT_THAT(none, IsEmpty());
+}
+
+TEST(SplitArgsTest, RefusesUnclosedQuotesAndTrailingBackslash) {
+  EXPECT_THAT(SplitArgs("a 'b"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("single quote")));
+  EXPECT_THAT(SplitArgs("a \"b"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("double quote")));
+  EXPECT_THAT(SplitArgs("a \\"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lone backslash")));
+}
+
+TEST(ParseWmlaArgsTest, ReadsTheNotebookArgs) {
+  KILN_ASSERT_OK_AND_ASSIGN(
+      WmlaArgs args,
+      ParseWmlaArgs("--exec-start PyTorch --cs-datastore-meta type=fs --python-version 3.6 "
+                    "--gpuPerWorker 1 --model-main pytorch_mnist_HPO.py --model-dir pytorch_hpo "
+                    "--epochs 3 --debug-level debug"));
+  EXPECT_EQ(args.framework, "PyTorch");
+  EXPECT_EQ(args.model_main, "pytorch_mnist_HPO.py");
+  EXPECT_EQ(args.model_dir, "pytorch_hpo");
+  EXPECT_EQ(args.gpus, 1);
+  EXPECT_EQ(args.data_path, "");
+  EXPECT_THAT(args.script_args, ElementsAre("--epochs", "3"));
+  EXPECT_THAT(args.notes, ElementsAre(HasSubstr("--python-version 3.6: ignored"),
+                                      HasSubstr("--debug-level debug: ignored")));
+}
+
+TEST(ParseWmlaArgsTest, ForwardsUnknownWordsInOrderAndEverythingAfterDoubleDash) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--lr=0.1 pos --model-main=a/train.py --batch 8 -- "
+                                          "--model-dir x --gpuPerWorker 2"));
+  EXPECT_EQ(args.model_main, "a/train.py");
+  EXPECT_EQ(args.model_dir, "");
+  EXPECT_EQ(args.gpus, 0);
+  EXPECT_THAT(args.script_args, ElementsAre("--lr=0.1", "pos", "--batch", "8", "--model-dir", "x",
+                                            "--gpuPerWorker", "2"));
+}
+
+TEST(ParseWmlaArgsTest, MatchesFrameworksIgnoringCaseAndDefaultsToPyTorch) {
+  EXPECT_EQ(ParseWmlaArgs("--model-main t.py").value().framework, "PyTorch");
+  EXPECT_EQ(ParseWmlaArgs("--exec-start pytorch --model-main t.py").value().framework, "PyTorch");
+  EXPECT_EQ(ParseWmlaArgs("--exec-start TensorFlow --model-main t.py").value().framework,
+            "tensorflow");
+}
+
+TEST(ParseWmlaArgsTest, RefusesDistributedAndUnknownFrameworks) {
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--exec-start edtPyTorch (elastic distributed PyTorch) is not "
+                                 "supported yet")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start distPyTorch --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("use --exec-start PyTorch")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start Caffe --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--exec-start Caffe is not a known framework; known: PyTorch")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --edt-options maxWorkers=2"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--edt-options is for")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --numPs 1"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--numPs is for")));
+  EXPECT_THAT(ParseWmlaArgs("--pbmodel-cmd train --pbmodel-name AlexNet"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("prebuilt models")));
+}
+
+TEST(ParseWmlaArgsTest, NeedsModelMain) {
+  EXPECT_THAT(ParseWmlaArgs("--exec-start PyTorch --epochs 3"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--model-main is missing: name the script to run")));
+  EXPECT_THAT(ParseWmlaArgs(""),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--model-main is missing")));
+}
+
+TEST(ParseWmlaArgsTest, RefusesMissingOrBadValues) {
+  EXPECT_THAT(ParseWmlaArgs("--model-main"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--model-main needs a value, e.g. --model-main train.py")));
+  EXPECT_THAT(ParseWmlaArgs("--model-dir --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--model-dir needs a value")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main /etc/t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("must name the script inside the model folder")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main ../t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("inside the model folder")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --model-dir ../up"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--model-dir \"../up\" must be the folder at the top")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --gpuPerWorker two"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--gpuPerWorker must be a whole number from 0 to 256, got "
+                                 "\"two\"")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --workerDeviceNum 999"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--workerDeviceNum must")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --workerDeviceType tpu"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--workerDeviceType must be cpu or gpu")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --numWorker 2"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--numWorker 2 is not supported yet")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --cs-datastore-meta data_path=x"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs type=fs")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --cs-datastore-meta type=s3"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("type=s3 is not supported")));
+}
+
+TEST(ParseWmlaArgsTest, DeviceTypeDecidesGpus) {
+  EXPECT_EQ(ParseWmlaArgs("--model-main t.py --workerDeviceNum 2").value().gpus, 2);
+  EXPECT_EQ(ParseWmlaArgs("--model-main t.py --workerDeviceType gpu").value().gpus, 1);
+  EXPECT_EQ(ParseWmlaArgs("--model-main t.py --workerDeviceType GPU --gpuPerWorker 3").value().gpus,
+            3);
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs cpu,
+                            ParseWmlaArgs("--model-main t.py --gpuPerWorker 1 --workerDeviceType "
+                                          "cpu --numWorker 1"));
+  EXPECT_EQ(cpu.gpus, 0);
+  EXPECT_THAT(cpu.notes, ElementsAre(HasSubstr("the job gets no GPU (1 asked for)")));
+}
+
+TEST(ParseWmlaArgsTest, RecordsIgnoredOptionsWithTheirReason) {
+  KILN_ASSERT_OK_AND_ASSIGN(
+      WmlaArgs args, ParseWmlaArgs("--model-main t.py --ig wml-ig --workerMemory 4G --appName "
+                                   "mnist --cs-datastore-meta type=fs,data_path=d,other=1"));
+  EXPECT_EQ(args.app_name, "mnist");
+  EXPECT_EQ(args.data_path, "d");
+  EXPECT_THAT(args.notes, ElementsAre(HasSubstr("--ig wml-ig: ignored (Kiln has no instance"),
+                                      HasSubstr("--workerMemory 4G: ignored"),
+                                      HasSubstr("--cs-datastore-meta other: ignored")));
+}
+
+TEST(WmlaArgsToJobSpecTest, BuildsThePythonCommandInTheModelDir) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--model-main src/train.py --model-dir pytorch_hpo/ "
+                                          "--gpuPerWorker 2 --epochs 3"));
+  master::JobSpec spec = WmlaArgsToJobSpec(args, {});
+  EXPECT_THAT(spec.command, ElementsAre("python3", "src/train.py", "--epochs", "3"));
+  EXPECT_EQ(spec.workdir, "pytorch_hpo");
+  EXPECT_EQ(spec.name, "train.py");
+  EXPECT_EQ(spec.resources.slots, 1);
+  EXPECT_EQ(spec.resources.gpus, 2);
+  EXPECT_THAT(spec.env, IsEmpty());
+}
+
+TEST(WmlaArgsToJobSpecTest, PlacesTheDataPathUnderDliDataFs) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs rel,
+                            ParseWmlaArgs("--model-main t.py --appName run1 --cs-datastore-meta "
+                                          "type=fs,data_path=pytorch-mnist"));
+  master::JobSpec with_fs = WmlaArgsToJobSpec(rel, {.data_fs = "/dli/data"});
+  EXPECT_EQ(with_fs.name, "run1");
+  EXPECT_THAT(with_fs.env, UnorderedElementsAre(Pair("DATA_DIR", "/dli/data/pytorch-mnist"),
+                                                Pair("DLI_DATA_FS", "/dli/data")));
+  EXPECT_THAT(WmlaArgsToJobSpec(rel, {}).env, ElementsAre(Pair("DATA_DIR", "pytorch-mnist")));
+  KILN_ASSERT_OK_AND_ASSIGN(
+      WmlaArgs abs, ParseWmlaArgs("--model-main t.py --cs-datastore-meta type=fs,data_path=/d"));
+  EXPECT_EQ(WmlaArgsToJobSpec(abs, {.data_fs = "/dli/data"}).env.at("DATA_DIR"), "/d");
+}
+
+TEST(WmlaArgsToJobSpecTest, TheSpecPassesJobValidation) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--model-main t.py --model-dir m --lr 0.1 "
+                                          "--cs-datastore-meta type=fs,data_path=/d"));
+  master::JobSpec spec = WmlaArgsToJobSpec(args, {.data_fs = "/fs"});
+  KILN_ASSERT_OK_AND_ASSIGN(master::JobSpec parsed,
+                            master::ParseJobSpec(master::JobSpecToJson(spec)));
+  EXPECT_EQ(parsed.command, spec.command);
+  EXPECT_EQ(parsed.workdir, "m");
+}
+
+TEST(WmlaFrameworksTest, ListsSupportedSingleNodeFrameworksFirst) {
+  const auto& f = WmlaFrameworks();
+  ASSERT_GE(f.size(), 3u);
+  EXPECT_EQ(f[0].name, "PyTorch");
+  EXPECT_TRUE(f[0].supported);
+  bool edt_supported = true;
+  for (const auto& x : f) {
+    if (x.name == "edtPyTorch") edt_supported = x.supported;
+  }
+  EXPECT_FALSE(edt_supported);
+}
+
+}  // namespace
+}  // namespace kiln::api
