@@ -62,6 +62,7 @@ void RegisterCommands(CLI::App& app, Invocation& inv) {
   internal::RegisterRunCommand(app, inv);
   internal::RegisterJobCommands(app, inv);
   internal::RegisterLogsCommand(app, inv);
+  internal::RegisterHpoCommands(app, inv);
 
   CLI::App* version = app.add_subcommand("version", "Print the version of this kiln");
   version->callback([&inv] {

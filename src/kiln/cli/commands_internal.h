@@ -19,5 +19,6 @@ void RegisterAuthCommands(CLI::App& app, Invocation& inv);  // auth_command.cc
 void RegisterRunCommand(CLI::App& app, Invocation& inv);    // run_command.cc
 void RegisterJobCommands(CLI::App& app, Invocation& inv);   // jobs_command.cc
 void RegisterLogsCommand(CLI::App& app, Invocation& inv);   // logs_command.cc
+void RegisterHpoCommands(CLI::App& app, Invocation& inv);   // hpo_command.cc
 
 }  // namespace kiln::cli::internal

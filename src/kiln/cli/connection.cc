@@ -237,6 +237,15 @@ absl::StatusOr<base::Json> ApiClient::PostJson(std::string_view target, const ba
   return ParseBody(*response, target);
 }
 
+absl::StatusOr<base::Json> ApiClient::DeleteJson(std::string_view target) {
+  absl::StatusOr<net::HttpResponse> response = http_->Request("DELETE", target);
+  if (!response.ok()) return TransportError(response.status());
+  if (response->status / 100 != 2) {
+    return ErrorFromResponse(response->status, response->content_type, response->body);
+  }
+  return ParseBody(*response, target);
+}
+
 absl::StatusOr<base::Json> ApiClient::PostBytes(std::string_view target, std::string body,
                                                 std::string_view content_type) {
   // Packages can be large; give the upload time to finish on a slow link.

@@ -83,6 +83,8 @@ class ApiClient {
   // POST `body` as JSON; the parsed JSON answer.
   [[nodiscard]] absl::StatusOr<base::Json> PostJson(std::string_view target,
                                                     const base::Json& body);
+  // DELETE `target`; the parsed JSON answer.
+  [[nodiscard]] absl::StatusOr<base::Json> DeleteJson(std::string_view target);
   // POST raw bytes with `content_type`; the parsed JSON answer.
   [[nodiscard]] absl::StatusOr<base::Json> PostBytes(std::string_view target, std::string body,
                                                      std::string_view content_type);
