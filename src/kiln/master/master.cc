@@ -91,6 +91,15 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   KILN_RETURN_IF_ERROR(impl->jobs->Recover());
   impl->experiments =
       std::make_unique<ExperimentController>(*impl->store, *impl->jobs, base::SystemClock::Get());
+  // JobController fires these from inside its own calls (a kill ends a queued job at once):
+  // posted, so the experiment driver runs after that call returns and never re-enters it.
+  Impl* m = impl.get();
+  impl->jobs->SetJobEndObserver([m](int64_t job_id) {
+    boost::asio::post(m->io, [m, job_id]() { m->experiments->OnJobEnded(job_id); });
+  });
+  impl->jobs->SetJobMetricsObserver([m](int64_t job_id) {
+    boost::asio::post(m->io, [m, job_id]() { m->experiments->OnJobMetrics(job_id); });
+  });
   KILN_RETURN_IF_ERROR(impl->experiments->Recover());
 
   api::NativeApiOptions api_options;
