@@ -3,10 +3,12 @@
 // Quality and overhead of Kiln's samplers on the synthetic functions of functions.h, as
 // JSON lines that bench/hpo/compare.py reads next to optuna_bench.py's. See README.md.
 //
-//   bench_hpo quality  [--sampler tpe] [--function all] [--seeds 20] [--trials 200]
+//   bench_hpo quality  [--sampler tpe] [--function all] [--seeds 20] [--first-seed 0]
+//                      [--trials 200]
 //   bench_hpo overhead [--sampler tpe] [--function branin] [--sizes 100,1000,5000] [--reps 20]
 //
-// Samplers: random, tpe, tpe-mv, and gp when src/kiln/hpo/gp_sampler.h exists.
+// Samplers: random, tpe, tpe-mv, gp, cmaes and lq-cmaes (the last three when their headers
+// exist).
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -27,6 +29,10 @@
 #if __has_include("kiln/hpo/gp_sampler.h")
 #include "kiln/hpo/gp_sampler.h"
 #define KILN_BENCH_HAS_GP 1
+#endif
+#if __has_include("kiln/hpo/cmaes_sampler.h")
+#include "kiln/hpo/cmaes_sampler.h"
+#define KILN_BENCH_HAS_CMAES 1
 #endif
 #if __has_include("kiln/hpo/random_sampler.h")
 #include "kiln/hpo/random_sampler.h"
@@ -99,6 +105,16 @@ std::unique_ptr<Sampler> MakeSampler(const std::string& name, const SearchSpace&
     if (s.ok()) return *std::move(s);
   }
 #endif
+#ifdef KILN_BENCH_HAS_CMAES
+  // cmaes: plain CMA-ES with IPOP restarts; lq-cmaes: the same with the lq surrogate.
+  if (name == "cmaes" || name == "lq-cmaes") {
+    hpo::CmaEsOptions options;
+    options.seed = seed;
+    options.surrogate = name == "lq-cmaes";
+    auto s = hpo::CmaEsSampler::Create(space, options);
+    if (s.ok()) return *std::move(s);
+  }
+#endif
   std::fprintf(stderr, "unknown sampler '%s'\n", name.c_str());
   std::exit(2);
 }
@@ -123,9 +139,10 @@ void Tell(Sampler& sampler, std::vector<TrialRecord>& history, Point p, double v
   history.push_back(std::move(t));
 }
 
-void Quality(const std::string& sampler_name, const TestFunction& fn, int seeds, int trials) {
+void Quality(const std::string& sampler_name, const TestFunction& fn, int first_seed, int seeds,
+             int trials) {
   const SearchSpace space = SpaceOf(fn);
-  for (int seed = 0; seed < seeds; ++seed) {
+  for (int seed = first_seed; seed < first_seed + seeds; ++seed) {
     auto sampler = MakeSampler(sampler_name, space, static_cast<uint64_t>(seed));
     std::vector<TrialRecord> history;
     double best = std::numeric_limits<double>::infinity();
@@ -182,13 +199,13 @@ int Main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: bench_hpo quality|overhead [--sampler S] [--function F|all] "
-                 "[--seeds N] [--trials N] [--sizes 100,1000,5000] [--reps N]\n");
+                 "[--seeds N] [--first-seed N] [--trials N] [--sizes 100,1000,5000] [--reps N]\n");
     return 2;
   }
   const std::string mode = argv[1];
   std::string sampler = "tpe", function = mode == "quality" ? "all" : "branin";
   std::string sizes = "100,1000,5000";
-  int seeds = 20, trials = 200, reps = 20;
+  int seeds = 20, first_seed = 0, trials = 200, reps = 20;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     bool ok = true;
@@ -200,6 +217,8 @@ int Main(int argc, char** argv) {
       sizes = value;
     } else if (flag == "--seeds") {
       ok = absl::SimpleAtoi(value, &seeds);
+    } else if (flag == "--first-seed") {
+      ok = absl::SimpleAtoi(value, &first_seed);
     } else if (flag == "--trials") {
       ok = absl::SimpleAtoi(value, &trials);
     } else if (flag == "--reps") {
@@ -217,7 +236,7 @@ int Main(int argc, char** argv) {
     if (function != "all" && function != fn.name) continue;
     any = true;
     if (mode == "quality") {
-      Quality(sampler, fn, seeds, trials);
+      Quality(sampler, fn, first_seed, seeds, trials);
     } else if (mode == "overhead") {
       for (const auto& part : absl::StrSplit(sizes, ',')) {
         int n = 0;
