@@ -345,6 +345,7 @@ Json AlgoDefEcho(const master::ExperimentSpec& spec) {
                ? spec.wmla_request["algoDef"]
                : Json::object();
   a.erase("maxParallelJobNum");  // echoed under IBM's spelling
+  a.erase("maxParalleJob");
   if (!a.contains("algorithm")) a["algorithm"] = spec.algorithm;
   a["maxRunTime"] = spec.max_run_minutes;
   a["maxJobNum"] = spec.max_trials;
@@ -436,10 +437,11 @@ absl::StatusOr<master::ExperimentSpec> HpoInputToSpec(const Json& input,
         "\"maxParalleJobNum\": 2, \"objectiveMetric\": \"loss\", \"objective\": \"minimize\"}");
   }
   const Json& algo = input["algoDef"];
-  KILN_RETURN_IF_ERROR(CheckKnownFields(
-      algo, "algoDef.",
-      {"algorithm", "maxRunTime", "maxJobNum", "maxParalleJobNum", "maxParallelJobNum",
-       "objectiveMetric", "objective", "additionalMetrics", "hyperbandEta", "algoParams"}));
+  KILN_RETURN_IF_ERROR(
+      CheckKnownFields(algo, "algoDef.",
+                       {"algorithm", "maxRunTime", "maxJobNum", "maxParalleJobNum",
+                        "maxParallelJobNum", "maxParalleJob", "objectiveMetric", "objective",
+                        "additionalMetrics", "hyperbandEta", "algoParams"}));
   KILN_ASSIGN_OR_RETURN(spec.algorithm, RequiredString(algo, "algorithm", "algoDef.algorithm",
                                                        "\"Random\", \"Tpe\", \"Bayesian\", "
                                                        "\"Hyperband\" or "
@@ -449,8 +451,11 @@ absl::StatusOr<master::ExperimentSpec> HpoInputToSpec(const Json& input,
                                    "minutes, e.g. 60, or -1 for unlimited"));
   KILN_ASSIGN_OR_RETURN(spec.max_trials, LenientInt(algo, "maxJobNum", "algoDef.maxJobNum", -1,
                                                     "e.g. 20, or -1 for unlimited"));
-  const char* parallel_field =
-      algo.contains("maxParalleJobNum") ? "maxParalleJobNum" : "maxParallelJobNum";
+  // IBM's spelling first; the correct one and the swagger prose's "maxParalleJob" too.
+  const char* parallel_field = "maxParalleJobNum";
+  for (const char* alias : {"maxParallelJobNum", "maxParalleJob"}) {
+    if (!algo.contains(parallel_field) && algo.contains(alias)) parallel_field = alias;
+  }
   KILN_ASSIGN_OR_RETURN(int64_t parallel,
                         LenientInt(algo, parallel_field, absl::StrCat("algoDef.", parallel_field),
                                    1, "experiments at once, e.g. 2"));

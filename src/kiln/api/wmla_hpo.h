@@ -24,7 +24,8 @@ namespace kiln::api {
 
 // Converts `hpo_input` (a JSON object) into an experiment of dialect "wmla": hpoName,
 // modelSpec.args (the trial's job, see wmla_args.h), algoDef (algorithm, maxRunTime in
-// minutes, maxJobNum, maxParalleJobNum (sic; "maxParallelJobNum" also read), default 1,
+// minutes, maxJobNum, maxParalleJobNum (sic; "maxParallelJobNum" and the swagger's
+// "maxParalleJob" also read), default 1,
 // objectiveMetric, objective minimize|maximize in any case, additionalMetrics,
 // hyperbandEta, algoParams) and hyperParams or, with ExperimentGridSearch only,
 // experiments. Numbers may come as JSON numbers or numeric strings, as WMLA's server
