@@ -14,7 +14,8 @@ namespace kiln::api {
 namespace {
 
 constexpr int kMaxGpus = 256;  // as master/job_spec.cc
-constexpr size_t kMaxWords = 4096;
+// Below JobSpec's 4096 command arguments, with room for python3 and the script.
+constexpr size_t kMaxWords = 4000;
 constexpr size_t kMaxArgsBytes = 128 << 10;
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
@@ -83,6 +84,9 @@ const WmlaFramework* FindFramework(const std::string& name) {
 absl::StatusOr<std::vector<std::string>> SplitArgs(std::string_view args) {
   if (args.size() > kMaxArgsBytes) {
     return Invalid(absl::StrCat("the string is longer than ", kMaxArgsBytes / 1024, " KiB"));
+  }
+  if (args.find('\0') != std::string_view::npos) {
+    return Invalid("the string contains a NUL byte");
   }
   std::vector<std::string> words;
   std::string word;

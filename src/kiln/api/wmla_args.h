@@ -19,7 +19,7 @@ namespace kiln::api {
 // Splits `args` into words the way a POSIX shell would, without expansions: blanks
 // separate words; '...' is literal; "..." keeps blanks and resolves \" \\ \$ \`; a
 // backslash outside quotes escapes the next character. InvalidArgument for an unclosed
-// quote or a trailing backslash.
+// quote, a trailing backslash, a NUL byte, more than 4000 words or 128 KiB.
 [[nodiscard]] absl::StatusOr<std::vector<std::string>> SplitArgs(std::string_view args);
 
 // The options of one `args` string.

@@ -31,6 +31,14 @@ TEST(SplitArgsTest, RefusesUnclosedQuotesAndTrailingBackslash) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("double quote")));
   EXPECT_THAT(SplitArgs("a \\"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("lone backslash")));
+  EXPECT_THAT(SplitArgs(std::string("a\0b", 3)),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("NUL byte")));
+  std::string many;
+  for (int i = 0; i < 4001; ++i) many += "a ";
+  EXPECT_THAT(SplitArgs(many),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more than 4000 words")));
+  EXPECT_THAT(SplitArgs(std::string(129 << 10, 'a')),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("longer than 128 KiB")));
 }
 
 TEST(ParseWmlaArgsTest, ReadsTheNotebookArgs) {

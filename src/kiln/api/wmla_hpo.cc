@@ -258,7 +258,10 @@ std::optional<int64_t> ExperimentIndex(const store::TrialRow& trial) {
   if (!j.ok() || !j->is_object()) return std::nullopt;
   auto it = j->find(hpo::ExperimentGridSampler::kExperimentKey);
   if (it == j->end() || !it->is_number()) return std::nullopt;
-  return static_cast<int64_t>(it->get<double>());
+  double index = it->get<double>();
+  // Range-checked before the conversion, which is undefined for huge values.
+  if (!(index >= 0 && index < 1e9)) return std::nullopt;
+  return static_cast<int64_t>(index);
 }
 
 std::string ExperimentState(const store::TrialRow& trial,
