@@ -76,8 +76,9 @@ class ExperimentController {
   // marked STOPPED (a trial whose job had already finished is accounted instead). The
   // experiment is STOPPED at once, with reason "stopped by <user>"; the jobs end as their
   // agents kill them. FailedPrecondition if it has already ended (message names its
-  // state). Without `force` a kill that fails (other than on an already ended job) is
-  // returned and the experiment keeps running; `force` (WMLA's /force) stops it anyway.
+  // state). Without `force` a kill that fails (other than on an already ended job: in
+  // practice a store error) is returned and the experiment stays RUNNING, with the trials
+  // handled before it STOPPED; `force` (WMLA's /force) stops it anyway.
   absl::StatusOr<ExperimentView> Stop(const auth::Principal& who, int64_t id, bool force = false);
   // Resumes a STOPPED or FAILED experiment (WMLA /restart): STOPPED trials run again with
   // the same configuration (their attempts count anew); finished trials are kept; the time
