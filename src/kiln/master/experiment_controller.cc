@@ -515,6 +515,7 @@ absl::Status ExperimentController::SubmitAttempt(Live& live, int64_t number) {
   spec.config = *config;
   spec.env["SUBID"] = std::to_string(number);
   spec.env["KILN_EXPERIMENT_ID"] = std::to_string(live.record.id);
+  spec.env["KILN_TRIAL_ID"] = std::to_string(number);  // ARCHITECTURE.md §3
   KILN_ASSIGN_OR_RETURN(store::JobRecord job, jobs_.Submit(live.owner, std::move(spec)));
   row.job_id = job.id;
   std::vector<int64_t> ids = JobIdsOf(row);
