@@ -4,7 +4,7 @@
 // JSON lines that bench/hpo/compare.py reads next to optuna_bench.py's. See README.md.
 //
 //   bench_hpo quality  [--sampler tpe] [--function all] [--seeds 20] [--first-seed 0]
-//                      [--trials 200]
+//                      [--trials 200] [--parallel 1]
 //   bench_hpo overhead [--sampler tpe] [--function branin] [--sizes 100,1000,5000] [--reps 20]
 //
 // Samplers: random, tpe, tpe-mv, gp, cmaes and lq-cmaes (the last three when their headers
@@ -139,23 +139,37 @@ void Tell(Sampler& sampler, std::vector<TrialRecord>& history, Point p, double v
   history.push_back(std::move(t));
 }
 
+// With parallel > 1, `parallel` trials are kept running: the sampler is asked until that
+// many are in flight, then the oldest finishes (the history holds the running ones, as the
+// experiment driver's does). Regret counts finished trials. The label gets "@p<parallel>".
 void Quality(const std::string& sampler_name, const TestFunction& fn, int first_seed, int seeds,
-             int trials) {
+             int trials, int parallel) {
   const SearchSpace space = SpaceOf(fn);
+  const std::string label =
+      parallel > 1 ? sampler_name + "@p" + std::to_string(parallel) : sampler_name;
   for (int seed = first_seed; seed < first_seed + seeds; ++seed) {
     auto sampler = MakeSampler(sampler_name, space, static_cast<uint64_t>(seed));
     std::vector<TrialRecord> history;
+    size_t oldest_running = 0;
     double best = std::numeric_limits<double>::infinity();
     for (int t = 1; t <= trials; ++t) {
-      Point p = Ask(*sampler, history);
-      const double v = Evaluate(fn, p);
+      while (static_cast<int>(history.size()) < std::min(trials, t - 1 + parallel)) {
+        TrialRecord running;
+        running.number = static_cast<int64_t>(history.size());
+        running.params = Ask(*sampler, history);
+        history.push_back(std::move(running));
+      }
+      TrialRecord& done = history[oldest_running++];
+      const double v = Evaluate(fn, done.params);
+      done.state = hpo::TrialState::kComplete;
+      done.value = v;
+      sampler->Tell(done);
       best = std::min(best, v);
-      Tell(*sampler, history, std::move(p), v);
       if (t == 50 || t == 100 || t == 200 || t == trials) {
         std::printf(
             "{\"kind\":\"quality\",\"impl\":\"kiln\",\"sampler\":\"%s\",\"function\":\"%s\","
             "\"seed\":%d,\"trial\":%d,\"best_regret_log10\":%.6f}\n",
-            sampler_name.c_str(), fn.name.c_str(), seed, t,
+            label.c_str(), fn.name.c_str(), seed, t,
             std::log10(std::max(best - fn.optimum, kRegretFloor)));
       }
     }
@@ -199,13 +213,14 @@ int Main(int argc, char** argv) {
   if (argc < 2) {
     std::fprintf(stderr,
                  "usage: bench_hpo quality|overhead [--sampler S] [--function F|all] "
-                 "[--seeds N] [--first-seed N] [--trials N] [--sizes 100,1000,5000] [--reps N]\n");
+                 "[--seeds N] [--first-seed N] [--trials N] [--parallel N] [--sizes 100,1000,5000] "
+                 "[--reps N]\n");
     return 2;
   }
   const std::string mode = argv[1];
   std::string sampler = "tpe", function = mode == "quality" ? "all" : "branin";
   std::string sizes = "100,1000,5000";
-  int seeds = 20, first_seed = 0, trials = 200, reps = 20;
+  int seeds = 20, first_seed = 0, trials = 200, reps = 20, parallel = 1;
   for (int i = 2; i + 1 < argc; i += 2) {
     const std::string flag = argv[i], value = argv[i + 1];
     bool ok = true;
@@ -219,6 +234,8 @@ int Main(int argc, char** argv) {
       ok = absl::SimpleAtoi(value, &seeds);
     } else if (flag == "--first-seed") {
       ok = absl::SimpleAtoi(value, &first_seed);
+    } else if (flag == "--parallel") {
+      ok = absl::SimpleAtoi(value, &parallel) && parallel >= 1;
     } else if (flag == "--trials") {
       ok = absl::SimpleAtoi(value, &trials);
     } else if (flag == "--reps") {
@@ -236,7 +253,7 @@ int Main(int argc, char** argv) {
     if (function != "all" && function != fn.name) continue;
     any = true;
     if (mode == "quality") {
-      Quality(sampler, fn, first_seed, seeds, trials);
+      Quality(sampler, fn, first_seed, seeds, trials, parallel);
     } else if (mode == "overhead") {
       for (const auto& part : absl::StrSplit(sizes, ',')) {
         int n = 0;

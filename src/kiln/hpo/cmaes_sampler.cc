@@ -294,7 +294,10 @@ class Surrogate {
     if (!allow) return false;
     const int n = s.n;
     const int df_linear = n + 1, df_diag = 2 * n + 1, df_full = (n + 1) * (n + 2) / 2;
-    const size_t window = static_cast<size_t>(std::max(20, 2 * df_full));
+    // The most recent trials, twice as many as the richest model has coefficients: enough
+    // for a stable fit, recent enough to describe where the population is now.
+    const int df_max = n <= kMaxFullQuadraticDim ? df_full : df_diag;
+    const size_t window = static_cast<size_t>(std::max(20, 2 * df_max));
     const size_t count = std::min(s.archive_f.size(), window);
     // At least 1.2 data points per coefficient; the richest model that has them.
     auto enough = [&](int df) { return static_cast<double>(count) >= 1.2 * df + 1; };
@@ -564,6 +567,30 @@ class Replayer {
     return x;
   }
 
+  // Unit-cube point `x` snapped to what a trial can hold (each dimension's grid).
+  std::vector<double> Canonical(const std::vector<double>& x) const {
+    std::vector<double> out = x;
+    const auto& params = space_.params();
+    for (size_t p = 0; p < params.size(); ++p) {
+      const int d = param_dim_[p];
+      if (d >= 0) out[d] = space_.ToUnit(params[p], space_.FromUnit(params[p], x[d]));
+    }
+    return out;
+  }
+
+  // Whether a trial's parameters are the canonical point `canon` (inactive ones aside).
+  bool Matches(const std::vector<double>& canon, const Point& point) const {
+    const auto& params = space_.params();
+    for (size_t p = 0; p < params.size(); ++p) {
+      const int d = param_dim_[p];
+      if (d < 0) continue;
+      auto it = point.find(params[p].name);
+      if (it == point.end()) continue;
+      if (!(std::abs(space_.ToUnit(params[p], it->second) - canon[d]) <= 1e-9)) return false;
+    }
+    return true;
+  }
+
   StepResult Step(Replay& s, const std::vector<TrialRecord>& history) const {
     const int lambda = s.lambda;
     std::mt19937_64 rng = MakeRng(opt_.seed, static_cast<uint64_t>(s.total_generations),
@@ -571,17 +598,42 @@ class Replayer {
     std::vector<std::vector<double>> cands(lambda);
     for (auto& c : cands) c = SampleCandidate(s, rng);
 
+    // The candidates' points as trials would carry them (snapped to grids), to recognise
+    // which trial came from which candidate.
+    std::vector<std::vector<double>> canon(lambda);
+    for (int i = 0; i < lambda; ++i) canon[i] = Canonical(cands[i]);
+
+    // order: filled candidates first, then the rest best-predicted first (any order without
+    // a model).
     std::vector<int> order(lambda);
     std::iota(order.begin(), order.end(), 0);
+    std::vector<bool> filled(lambda, false);
     Surrogate model;
     const bool use_model = model.Fit(s, opt_.surrogate);
-    auto sort_rest = [&](int from) {
+    auto sort_rest = [&] {
       std::vector<double> pred(lambda);
-      for (int i = from; i < lambda; ++i) pred[order[i]] = model.Predict(cands[order[i]]);
-      std::stable_sort(order.begin() + from, order.end(),
-                       [&](int a, int b) { return pred[a] < pred[b]; });
+      for (int i = 0; i < lambda; ++i) pred[i] = filled[i] ? 0 : model.Predict(cands[i]);
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) {
+        if (filled[a] != filled[b]) return static_cast<bool>(filled[a]);
+        return !filled[a] && pred[a] < pred[b];
+      });
     };
-    if (use_model) sort_rest(0);
+    if (use_model) sort_rest();
+    // The slot a trial fills: the best-ranked open candidate it was drawn as, or -1 when it
+    // is none of them (drawn from an earlier generation while this one was open, or an
+    // overflow draw). Such a stray trial informs the surrogate only: ranked by the model
+    // while its step is stale, it would bias the step-size path (it is selected for being
+    // good yet lies far out in this generation's units). Without a surrogate it fills the
+    // worst-ranked open slot instead, as plain CMA-ES needs whole generations of values.
+    auto slot_for = [&](const Point& params, const std::vector<bool>& taken) {
+      int last = -1;
+      for (int i : order) {
+        if (taken[i]) continue;
+        if (Matches(canon[i], params)) return i;
+        last = i;
+      }
+      return use_model ? -1 : last;
+    };
 
     std::vector<std::optional<double>> values(lambda);
     std::vector<double> gen_values;
@@ -591,9 +643,10 @@ class Replayer {
     int k = 0;
     size_t c = s.cursor;
     uint64_t hash = s.prefix_hash;
+    int filled_count = 0;  // k counts every trial consumed, strays included
     while (true) {
-      if (k == lambda) break;
-      if (use_model && k >= checkpoint) {
+      if (filled_count == lambda) break;
+      if (use_model && filled_count >= checkpoint) {
         Surrogate refit;
         const bool fitted = refit.Fit(s, true);
         if (fitted) model = std::move(refit);
@@ -603,15 +656,24 @@ class Replayer {
         }
         // Not trusted yet: evaluate more, best-predicted first (the batch grows by half).
         checkpoint = std::min(lambda, std::max(checkpoint + 1, (checkpoint * 3 + 1) / 2));
-        if (fitted) sort_rest(k);
+        if (fitted) sort_rest();
       }
       if (c == history.size() || !Finished(history[c])) {
-        // Open generation: hand out the next candidate not yet given to a trial.
-        const size_t handed = history.size() - c;
+        // Open generation: the trials from here on are out (running, or finished behind a
+        // running one); hand out the best open candidate none of them holds.
+        std::vector<bool> taken = filled;
+        for (size_t i = c; i < history.size(); ++i) {
+          const int slot = slot_for(history[i].params, taken);
+          if (slot >= 0) taken[slot] = true;
+        }
         StepResult open;
-        if (static_cast<size_t>(k) + handed < static_cast<size_t>(lambda)) {
-          open.next = cands[order[k + handed]];
-        } else {
+        for (int i : order) {
+          if (!taken[i]) {
+            open.next = cands[i];
+            break;
+          }
+        }
+        if (open.next.empty()) {  // all out: an extra draw from the current distribution
           std::mt19937_64 extra = MakeRng(opt_.seed, history.size(),
                                           static_cast<uint64_t>(s.total_generations), 0xE7A5u);
           open.next = SampleCandidate(s, extra);
@@ -621,12 +683,19 @@ class Replayer {
         return open;
       }
       const TrialRecord& t = history[c];
-      cands[order[k]] = Encode(s, t.params);
-      values[order[k]] = UsableValue(t);
-      if (values[order[k]]) {
-        s.archive_x.push_back(cands[order[k]]);
-        s.archive_f.push_back(*values[order[k]]);
-        gen_values.push_back(*values[order[k]]);
+      const int slot = slot_for(t.params, filled);
+      const std::vector<double> x = Encode(s, t.params);
+      const std::optional<double> value = UsableValue(t);
+      if (value) {
+        s.archive_x.push_back(x);
+        s.archive_f.push_back(*value);
+        gen_values.push_back(*value);
+      }
+      if (slot >= 0) {
+        filled[slot] = true;
+        cands[slot] = x;
+        values[slot] = value;
+        ++filled_count;
       }
       hash = HashTrial(hash, t);
       ++k;
@@ -637,8 +706,7 @@ class Replayer {
     std::vector<double> score(lambda);
     std::vector<int> failed_last(lambda, 0);
     for (int i = 0; i < lambda; ++i) {
-      const bool evaluated = std::find(order.begin(), order.begin() + k, i) != order.begin() + k;
-      if (evaluated && !values[i]) failed_last[i] = 1;
+      if (filled[i] && !values[i]) failed_last[i] = 1;
       score[i] = model_ranking ? model.Predict(cands[i]) : values[i].value_or(0);
     }
     std::vector<int> ranked(lambda);
