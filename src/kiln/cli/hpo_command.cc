@@ -789,7 +789,9 @@ std::string RenderAlgorithmsTable(const base::Json& algorithms) {
   if (!algorithms.is_array()) return table.Render();
   for (const Json& a : algorithms) {
     std::vector<std::string> params;
-    const Json& p = Member(a, "params");
+    // The native CLI shows the native parameter names; WMLA's when there are none.
+    const Json& native = Member(a, "native_params");
+    const Json& p = native.is_array() && !native.empty() ? native : Member(a, "params");
     if (p.is_array()) {
       for (const Json& name : p) params.push_back(ValueText(name));
     }

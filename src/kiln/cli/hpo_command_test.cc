@@ -244,7 +244,8 @@ TEST(RenderTrialsTableTest, ShowsBudgetsOfMultiFidelitySearches) {
 
 TEST(RenderAlgorithmsTableTest, ListsNamesAndParameters) {
   Json algorithms = Json::parse(R"([{"name": "Tpe", "native_name": "tpe",
-      "params": ["warm_up", "good_ratio"], "description": "tree-structured Parzen"}])");
+      "params": ["WarmUp", "GoodRatio"], "native_params": ["warm_up", "good_ratio"],
+      "description": "tree-structured Parzen"}])");
   EXPECT_EQ(RenderAlgorithmsTable(algorithms),
             "NAME  WMLA-NAME  PARAMETERS          DESCRIPTION\n"
             "tpe   Tpe        warm_up,good_ratio  tree-structured Parzen\n");
