@@ -1,5 +1,6 @@
 """Defines `Client`, a small client of Kiln's native REST API (docs/api.md) for
-notebooks and scripts: submit jobs with their code, watch them, read logs and metrics.
+notebooks and scripts: submit jobs with their code, watch them, read logs and metrics,
+and run hyperparameter searches (experiments) and read their trials.
 
 Standard library only (urllib). Every HTTP error becomes a `kiln.KilnError` in one
 place, `Client._request`, through `kiln.errors.error_from_http`.
@@ -24,10 +25,12 @@ from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 from kiln.errors import KilnError, error_from_http
 
-__all__ = ["Client", "TERMINAL_STATES"]
+__all__ = ["Client", "TERMINAL_STATES", "EXPERIMENT_END_STATES"]
 
 #: Job states after which a job never changes again.
 TERMINAL_STATES = frozenset({"FINISHED", "FAILED", "KILLED"})
+#: Experiment states in which an experiment changes no more (unless restarted).
+EXPERIMENT_END_STATES = frozenset({"FINISHED", "FAILED", "STOPPED"})
 
 _DEFAULT_URL = "http://127.0.0.1:8470"
 _SKIPPED_DIRS = frozenset({".git", "__pycache__", ".hg", ".svn"})
@@ -278,6 +281,114 @@ class Client:
             if deadline is not None and time.monotonic() + poll > deadline:
                 raise TimeoutError(f"job {id} still {record.get('state')} after "
                                    f"{timeout} s")
+            time.sleep(poll)
+
+    # ---- experiments (hyperparameter search) ------------------------------------
+
+    def create_experiment(self, spec: Mapping[str, Any],
+                          code: Optional[Union[str, os.PathLike[str]]] = None
+                          ) -> dict[str, Any]:
+        """Creates a hyperparameter search and starts its first trials.
+
+        Parameters
+        ----------
+        spec : mapping
+            The request of ``POST /api/v1/experiments`` (docs/api.md, "Experiments"):
+            ``command``, ``search_space`` and ``objective`` are required, e.g.
+            ``{"command": ["python3", "train.py"], "search_space": {"lr": {"type":
+            "double", "low": 1e-3, "high": 0.3, "log": True}}, "objective": {"metric":
+            "accuracy", "goal": "maximize"}, "algorithm": "tpe", "max_trials": 12,
+            "parallelism": 2}``. A ``"code"`` key, as in YAML experiment files, is a
+            folder to upload (like ``code``).
+        code : path, optional
+            A folder (or file) uploaded as every trial's code package (see `upload`);
+            sets ``spec["package"]``.
+
+        Returns
+        -------
+        dict
+            The experiment record (``id``, ``name``, ``state``, ``progress``, ``best``,
+            ``spec``, ...).
+
+        Raises
+        ------
+        KilnError
+            ``INVALID_ARGUMENT`` (400) naming the field for a bad space, algorithm or
+            objective; ``ALREADY_EXISTS`` (409) for a taken name;
+            ``FAILED_PRECONDITION`` (409) when no agent could ever run a trial.
+        """
+        body = dict(spec)
+        code = code if code is not None else body.pop("code", None)
+        if code is not None:
+            if "package" in body:
+                raise ValueError("give either code (a folder to upload) or "
+                                 "spec['package'], not both")
+            body["package"] = {"id": self.upload(code)["id"]}
+        return self._request("POST", "/api/v1/experiments", json_body=body)
+
+    def experiments(self) -> list[dict[str, Any]]:
+        """Returns the caller's experiments (an admin's: everyone's), newest first,
+        without their ``spec``."""
+        return self._request("GET", "/api/v1/experiments").get("experiments", [])
+
+    def experiment(self, id: Union[int, str]) -> dict[str, Any]:
+        """Returns experiment ``id`` (an id or a name): state, ``progress`` counts,
+        ``best`` (number, value, config, job_id) and ``spec``. `KilnError` 404 if unknown
+        or not the caller's."""
+        return self._request("GET", f"/api/v1/experiments/{_quote(id)}")
+
+    def trials(self, id: Union[int, str]) -> list[dict[str, Any]]:
+        """Returns the experiment's trials in order: ``number``, ``state``, ``config``,
+        ``params`` (the searched values), ``value``, ``intermediate``
+        (``[{"step", "value"}]``), ``budget``, ``job_id``, ``attempts``, ``reason`` and
+        times."""
+        return self._request("GET", f"/api/v1/experiments/{_quote(id)}/trials").get(
+            "trials", [])
+
+    def best(self, id: Union[int, str]) -> dict[str, Any]:
+        """Returns the best trial so far (its ``config``, ``value``, ``number``,
+        ``job_id``, ``metric``). `KilnError` 404 while no trial has finished."""
+        return self._request("GET", f"/api/v1/experiments/{_quote(id)}/best")
+
+    def stop_experiment(self, id: Union[int, str], force: bool = False) -> dict[str, Any]:
+        """Stops the experiment: no new trials; running trials are killed and marked
+        STOPPED. Returns its record. ``force`` ends it even when its jobs do not answer.
+        `KilnError` 409 if it has already ended."""
+        return self._request("POST", f"/api/v1/experiments/{_quote(id)}/stop",
+                             query={"force": "true"} if force else None)
+
+    def restart_experiment(self, id: Union[int, str]) -> dict[str, Any]:
+        """Resumes a STOPPED or FAILED experiment; finished trials are kept."""
+        return self._request("POST", f"/api/v1/experiments/{_quote(id)}/restart")
+
+    def delete_experiment(self, id: Union[int, str]) -> dict[str, Any]:
+        """Deletes an ended experiment and its trial records (not the trials' jobs)."""
+        return self._request("DELETE", f"/api/v1/experiments/{_quote(id)}")
+
+    def algorithms(self) -> list[dict[str, Any]]:
+        """Returns the search algorithms: ``native_name``, WMLA ``name``,
+        ``native_params``, ``params`` (WMLA's), ``description``."""
+        return self._request("GET", "/api/v1/experiments/algorithms").get("algorithms", [])
+
+    def wait_experiment(self, id: Union[int, str], timeout: Optional[float] = None,
+                        poll: float = 1.0) -> dict[str, Any]:
+        """Blocks until the experiment is FINISHED, FAILED or STOPPED; returns its record.
+
+        Raises
+        ------
+        TimeoutError
+            If ``timeout`` seconds pass first (the experiment keeps running).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.experiment(id)
+            if record.get("state") in EXPERIMENT_END_STATES:
+                return record
+            if deadline is not None and time.monotonic() + poll > deadline:
+                progress = record.get("progress") or {}
+                raise TimeoutError(f"experiment {id} still {record.get('state')} after "
+                                   f"{timeout} s ({progress.get('complete', 0)} trials "
+                                   f"complete, {progress.get('running', 0)} running)")
             time.sleep(poll)
 
     # ---- logs -------------------------------------------------------------------
