@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -216,6 +217,31 @@ TEST(CmaEsSamplerTest, ParallelAsksSpreadAndStillConverge) {
       }
     }
     EXPECT_LT(Best(history), 1e-3) << "surrogate=" << surrogate;
+  }
+}
+
+TEST(CmaEsSamplerTest, TrialsFromElsewhereInTheHistory) {
+  // A history that starts with points the sampler never proposed (another sampler's, or
+  // enqueued by hand): they join the first generations (or only the surrogate's data) and
+  // the search proceeds.
+  const SearchSpace space = SphereSpace(3);
+  for (bool surrogate : {false, true}) {
+    CmaEsOptions options;
+    options.surrogate = surrogate;
+    auto sampler = MakeSampler(space, options);
+    std::mt19937_64 rng(5);
+    std::vector<TrialRecord> history;
+    for (int i = 0; i < 25; ++i) {
+      Point p = space.SampleUniform(rng);
+      const double v = Sphere(p);
+      history.push_back(Complete(i, std::move(p), v));
+    }
+    for (int i = 25; i < 300; ++i) {
+      Point p = AskOk(*sampler, history);
+      const double v = Sphere(p);
+      history.push_back(Complete(i, std::move(p), v));
+    }
+    EXPECT_LT(Best(history), 1e-4) << "surrogate=" << surrogate;
   }
 }
 
