@@ -404,7 +404,10 @@ def summarize(results: list[dict[str, Any]], cap_s: float, target: float) -> Non
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", nargs="?", choices=("run", "probe"), default="run")
+    parser.add_argument("mode", nargs="?", choices=("run", "probe", "table"), default="run",
+                        help="run the benchmark; probe the space; table: summarize the "
+                             "JSON lines of earlier runs (--from FILE)")
+    parser.add_argument("--from", dest="from_file", help="table: a file of run JSON lines")
     parser.add_argument("--build-dir", default=os.environ.get("KILN_BUILD_DIR", "build/me"))
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                         help=f"comma-separated, from {', '.join(METHODS)}")
@@ -416,6 +419,13 @@ def main() -> None:
     parser.add_argument("--test-limit", type=int, default=5000)
     parser.add_argument("--configs", type=int, default=12, help="probe: configurations")
     args = parser.parse_args()
+    if args.mode == "table":
+        if not args.from_file:
+            parser.error("table needs --from FILE")
+        with open(args.from_file) as f:
+            rows = [json.loads(line) for line in f if line.startswith("{")]
+        summarize(rows, args.cap_min * 60, args.target)
+        return
     if args.mode == "probe":
         print(f"# {machine_line()}; probe: {args.configs} random configurations, "
               f"{args.train_limit}/{args.test_limit} images, {MAX_EPOCHS} epochs, 2 at once",
