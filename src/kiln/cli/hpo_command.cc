@@ -1,5 +1,6 @@
 #include "kiln/cli/hpo_command.h"
 
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <yaml-cpp/yaml.h>
 
@@ -658,6 +659,12 @@ absl::StatusOr<ExperimentFile> LoadExperimentFile(const std::string& path) {
                                                      " does not exist (looked for ", code_path,
                                                      "; a relative path is taken from the "
                                                      "experiment file's folder)"));
+    }
+    // The canonical path reads better in messages ("packaged 5 files from .../fashion_mnist").
+    char* resolved = realpath(code_path.c_str(), nullptr);
+    if (resolved != nullptr) {
+      code_path = resolved;
+      free(resolved);
     }
     out.code_path = std::move(code_path);
     doc.erase("code");

@@ -29,8 +29,8 @@ namespace kiln::cli {
 struct ExperimentFile {
   // The body of POST /api/v1/experiments, without a package when `code_path` is set.
   base::Json request;
-  // The folder (or single file) that `code:` names, resolved against the file's folder;
-  // "" when the file has no `code:` (it may give `package:` itself).
+  // The folder (or single file) that `code:` names, resolved against the file's folder
+  // and made canonical; "" when the file has no `code:` (it may give `package:` itself).
   std::string code_path;
 };
 

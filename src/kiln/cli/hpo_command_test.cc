@@ -141,7 +141,10 @@ search_space: {lr: {type: double, low: 0.01, high: 0.1}}
 objective: {metric: loss}
 )"));
   KILN_ASSERT_OK_AND_ASSIGN(ExperimentFile f, LoadExperimentFile(dir.path() + "/proj/exp.yaml"));
-  EXPECT_EQ(f.code_path, dir.path() + "/proj/./src");
+  char* real_dir = realpath(dir.path().c_str(), nullptr);
+  ASSERT_NE(real_dir, nullptr);
+  EXPECT_EQ(f.code_path, std::string(real_dir) + "/proj/src");
+  free(real_dir);
   EXPECT_FALSE(f.request.contains("code"));
   EXPECT_EQ(f.request["name"], "fmnist");
   EXPECT_EQ(f.request["search_space"]["lr"]["high"], 0.1);
