@@ -90,7 +90,11 @@ absl::StatusOr<store::PackageRecord> StorePackage(store::Store& store, const std
   }
   if (bytes.empty()) return absl::InvalidArgumentError("the package is empty");
   store::PackageRecord p;
-  p.id = absl::StrCat("sha256-", auth::Sha256Hex(bytes));
+  // A single file is laid down under its name, so the name is part of what it is: the same
+  // bytes uploaded as a.py and as b.py are two packages (one record could hold one name).
+  std::string digest = auth::Sha256Hex(bytes);
+  if (!gzip) digest = auth::Sha256Hex(absl::StrCat(name, "\n", digest));
+  p.id = absl::StrCat("sha256-", digest);
   p.name = std::move(name);
   p.kind = gzip ? "tar.gz" : "file";
   p.size = static_cast<int64_t>(bytes.size());

@@ -41,9 +41,10 @@ base::Json TimeOrNull(const std::optional<int64_t>& micros);
 absl::StatusOr<auth::Principal> AuthenticateRequest(auth::Authenticator& auth,
                                                     const net::HttpRequest& req);
 
-// Stores package bytes under `data_dir`/packages (content-addressed, idempotent) and
-// records them; `name` is the uploaded file name. A gzip body is a "tar.gz" package, any
-// other a single "file". InvalidArgument for an empty body or a name with '/'.
+// Stores package bytes under `data_dir`/packages (content-addressed, a single file by its
+// name and content; idempotent) and records them; `name` is the uploaded file name. A
+// gzip body is a "tar.gz" package, any other a single "file". InvalidArgument for an
+// empty body or a name with '/'.
 absl::StatusOr<store::PackageRecord> StorePackage(store::Store& store, const std::string& data_dir,
                                                   std::string name, const std::string& bytes);
 

@@ -575,11 +575,18 @@ base::Json HpoTaskStateToJson(const master::ExperimentView& view,
     }
   }
   int ended = view.complete + view.failed + view.pruned;
+  // Out of maxJobNum, printed as -1 when unlimited (as WMLA does), except that an
+  // ExperimentGridSearch knows its total: its list, cut at maxJobNum.
+  int64_t total = spec.max_trials;
+  if (IsExperimentGrid(spec.algorithm) && spec.wmla_experiments.is_array()) {
+    int64_t listed = static_cast<int64_t>(spec.wmla_experiments.size());
+    total = total > 0 ? std::min(total, listed) : listed;
+  }
   int64_t start = record.started_at.value_or(record.created_at);
   int64_t end = record.finished_at.value_or(now_micros);
   Json out = {{"hpoName", record.name},
               {"state", store::ExperimentStateName(record.state)},
-              {"progress", absl::StrCat(ended, "/", spec.max_trials)},
+              {"progress", absl::StrCat(ended, "/", total)},
               {"running", view.running},
               {"complete", view.complete + view.pruned},
               {"failed", view.failed},

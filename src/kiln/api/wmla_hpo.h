@@ -52,7 +52,8 @@ struct TrialJob {
 };
 
 // WMLA's `HpoTaskState` of `view`: hpoName, state, progress "k/n" (ended trials out of
-// maxJobNum; -1 when unlimited, as WMLA prints it), running/complete/failed, createtime,
+// maxJobNum, -1 when unlimited as WMLA prints it; for ExperimentGridSearch out of its
+// experiments, at most maxJobNum), running/complete/failed, createtime,
 // creator, duration (to `now_micros` while it runs), the algoDef and hyperParams echo,
 // experiments[] (one per trial; ExperimentGridSearch also lists the experiments not
 // asked for yet as NOTRUN) and best (null until a trial completes). `jobs` is keyed by

@@ -384,6 +384,7 @@ TEST(HpoTaskStateTest, GridExperimentsKeepTheirIdsAndListThoseNotRun) {
       Trial(0, store::TrialState::kRunning, R"({"lr": 0.01, "opt": "sgd"})", std::nullopt, 5)};
   view.trials[0].params_json = R"({"__experiment": 1})";
   Json state = HpoTaskStateToJson(view, {}, kT0);
+  EXPECT_EQ(state["progress"], "0/2");
   ASSERT_EQ(state["experiments"].size(), 2u);
   EXPECT_EQ(state["experiments"][0]["id"], 9);
   EXPECT_EQ(state["experiments"][0]["hyperParams"][0],
