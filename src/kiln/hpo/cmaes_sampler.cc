@@ -603,8 +603,8 @@ class Replayer {
     std::vector<std::vector<double>> canon(lambda);
     for (int i = 0; i < lambda; ++i) canon[i] = Canonical(cands[i]);
 
-    // order: filled candidates first, then the rest best-predicted first (any order without
-    // a model).
+    // order: with a model, filled candidates first, then the open ones best-predicted first;
+    // without one, the drawing order.
     std::vector<int> order(lambda);
     std::iota(order.begin(), order.end(), 0);
     std::vector<bool> filled(lambda, false);
@@ -640,10 +640,10 @@ class Replayer {
     const size_t archive_mark = s.archive_f.size();
     int checkpoint = use_model ? 1 : lambda;
     bool model_ranking = false;
-    int k = 0;
+    int k = 0;             // trials consumed by this generation, strays included
+    int filled_count = 0;  // of which drawn as this generation's candidates (or slotted)
     size_t c = s.cursor;
     uint64_t hash = s.prefix_hash;
-    int filled_count = 0;  // k counts every trial consumed, strays included
     while (true) {
       if (filled_count == lambda) break;
       if (use_model && filled_count >= checkpoint) {
