@@ -17,11 +17,40 @@ constexpr int kMaxGpus = 256;  // as master/job_spec.cc
 // Below JobSpec's 4096 command arguments, with room for python3 and the script.
 constexpr size_t kMaxWords = 4000;
 constexpr size_t kMaxArgsBytes = 128 << 10;
+constexpr size_t kMaxNameBytes = 200;  // a job name's limit (master/job_spec.cc)
 
 absl::Status Invalid(const std::string& message) { return absl::InvalidArgumentError(message); }
 
 bool EqualsIgnoreCase(const std::string& a, const std::string& b) {
   return absl::AsciiStrToLower(a) == absl::AsciiStrToLower(b);
+}
+
+// Jobs are stored as JSON, whose encoder replaces invalid UTF-8: refused up front, so what
+// runs is what was asked for.
+bool IsValidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c >> 5) == 0x6 ? 2 : (c >> 4) == 0xe ? 3 : (c >> 3) == 0x1e ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return false;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1f) : n == 3 ? (c & 0x0f) : (c & 0x07);
+    for (size_t k = 1; k < n; ++k) {
+      unsigned char d = static_cast<unsigned char>(s[i + k]);
+      if ((d >> 6) != 0x2) return false;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    static const uint32_t kMin[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < kMin[n] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    i += n;
+  }
+  return true;
+}
+
+// At most `max` bytes of `s` (valid UTF-8), cut at a character boundary.
+std::string TruncateUtf8(const std::string& s, size_t max) {
+  if (s.size() <= max) return s;
+  size_t end = max;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xc0) == 0x80) --end;
+  return s.substr(0, end);
 }
 
 // A relative path that stays inside the package.
@@ -88,6 +117,7 @@ absl::StatusOr<std::vector<std::string>> SplitArgs(std::string_view args) {
   if (args.find('\0') != std::string_view::npos) {
     return Invalid("the string contains a NUL byte");
   }
+  if (!IsValidUtf8(args)) return Invalid("the string is not valid UTF-8");
   std::vector<std::string> words;
   std::string word;
   bool in_word = false;
@@ -223,7 +253,10 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
     } else if (option == "--cs-datastore-meta") {
       KILN_RETURN_IF_ERROR(ParseDatastoreMeta(value, out));
     } else if (option == "--appName") {
-      out.app_name = value.substr(0, 200);
+      if (value.size() > kMaxNameBytes) {
+        return Invalid(absl::StrCat("--appName is longer than ", kMaxNameBytes, " bytes"));
+      }
+      out.app_name = value;
     } else if (option == "--python-version") {
       out.notes.push_back(
           absl::StrCat(option, " ", value, ": ignored (Kiln runs the agent's python3)"));
@@ -276,7 +309,9 @@ master::JobSpec WmlaArgsToJobSpec(const WmlaArgs& args, const WmlaJobOptions& op
     spec.name = args.app_name;
   } else {
     size_t slash = args.model_main.rfind('/');
-    spec.name = slash == std::string::npos ? args.model_main : args.model_main.substr(slash + 1);
+    spec.name = TruncateUtf8(
+        slash == std::string::npos ? args.model_main : args.model_main.substr(slash + 1),
+        kMaxNameBytes);
   }
   if (!options.data_fs.empty()) spec.env["DLI_DATA_FS"] = options.data_fs;
   if (!args.data_path.empty()) {

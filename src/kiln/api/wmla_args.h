@@ -19,7 +19,7 @@ namespace kiln::api {
 // Splits `args` into words the way a POSIX shell would, without expansions: blanks
 // separate words; '...' is literal; "..." keeps blanks and resolves \" \\ \$ \`; a
 // backslash outside quotes escapes the next character. InvalidArgument for an unclosed
-// quote, a trailing backslash, a NUL byte, more than 4000 words or 128 KiB.
+// quote, a trailing backslash, a NUL byte, invalid UTF-8, more than 4000 words or 128 KiB.
 [[nodiscard]] absl::StatusOr<std::vector<std::string>> SplitArgs(std::string_view args);
 
 // The options of one `args` string.
@@ -56,7 +56,7 @@ struct WmlaJobOptions {
 // The job `args` describe (without its package): command [python3, model_main,
 // script_args...] (the agent resolves python3), workdir = model_dir, one slot and `gpus`
 // GPUs, env DATA_DIR from data_path (and DLI_DATA_FS when set), name = app_name or the
-// script's file name.
+// script's file name (its first 200 bytes).
 master::JobSpec WmlaArgsToJobSpec(const WmlaArgs& args, const WmlaJobOptions& options);
 
 // WMLA's framework plugins (`GET /execs/frameworks`, wmla-api.md §2.3) and whether Kiln

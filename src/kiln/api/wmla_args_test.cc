@@ -37,6 +37,11 @@ TEST(SplitArgsTest, RefusesUnclosedQuotesAndTrailingBackslash) {
   for (int i = 0; i < 4001; ++i) many += "a ";
   EXPECT_THAT(SplitArgs(many),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("more than 4000 words")));
+  EXPECT_THAT(SplitArgs("--model-main \xba\xba.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not valid UTF-8")));
+  EXPECT_THAT(SplitArgs("\xed\xa0\x80 \xc0\xaf \xf4\x90\x80\x80"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("not valid UTF-8")));
+  KILN_EXPECT_OK(SplitArgs("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x94\xa5"));
   EXPECT_THAT(SplitArgs(std::string(129 << 10, 'a')),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("longer than 128 KiB")));
 }
@@ -181,6 +186,17 @@ TEST(WmlaArgsToJobSpecTest, PlacesTheDataPathUnderDliDataFs) {
   KILN_ASSERT_OK_AND_ASSIGN(
       WmlaArgs abs, ParseWmlaArgs("--model-main t.py --cs-datastore-meta type=fs,data_path=/d"));
   EXPECT_EQ(WmlaArgsToJobSpec(abs, {.data_fs = "/dli/data"}).env.at("DATA_DIR"), "/d");
+}
+
+// Found by fuzz/wmla_args_fuzz: a long script name made a job name over JobSpec's limit.
+TEST(WmlaArgsToJobSpecTest, LongNamesStayWithinTheJobNameLimit) {
+  std::string script = "\xc3\xa9" + std::string(300, 'a') + ".py";
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args, ParseWmlaArgs("--model-main " + script));
+  master::JobSpec spec = WmlaArgsToJobSpec(args, {});
+  EXPECT_EQ(spec.name.size(), 200u);
+  KILN_EXPECT_OK(master::ParseJobSpec(master::JobSpecToJson(spec)));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --appName " + std::string(201, 'n')),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--appName is longer")));
 }
 
 TEST(WmlaArgsToJobSpecTest, TheSpecPassesJobValidation) {
