@@ -8,10 +8,11 @@ is no longer SUBMITTED or RUNNING, and print the best experiment.
 Run it against a started Kiln (``kiln up``)::
 
     export KILN_USER=admin KILN_PASSWORD=...
-    /usr/bin/python3 examples/fashion_mnist/hpo/wmla_submit.py --algorithm Tpe --trials 8
+    /usr/bin/python3 examples/fashion_mnist/hpo/wmla_submit.py --algorithm Tpe
 
-Each experiment runs ``examples/fashion_mnist/train.py`` on a subset of the data; it reads
-its hyperparameters from ``config.json`` and writes ``$RESULT_DIR/val_dict_list.json``.
+Each experiment runs ``python3 train.py`` (the first python3 on the agent's PATH, which
+needs torch) from ``examples/fashion_mnist`` on a subset of the data; it reads its
+hyperparameters from ``config.json`` and writes ``$RESULT_DIR/val_dict_list.json``.
 Needs Python's ``requests`` (Debian: python3-requests), as the WMLA notebooks do.
 """
 
@@ -39,7 +40,7 @@ def parse_args():
     p.add_argument("--password", default=os.environ.get("KILN_PASSWORD"))
     p.add_argument("--algorithm", default="Random",
                    choices=["Random", "Tpe", "Bayesian", "Hyperband"])
-    p.add_argument("--trials", type=int, default=8, help="maxJobNum")
+    p.add_argument("--trials", type=int, default=12, help="maxJobNum")
     p.add_argument("--parallel", type=int, default=2, help="maxParalleJobNum")
     p.add_argument("--train-limit", type=int, default=6000,
                    help="training images per experiment (a subset keeps it short)")
@@ -70,18 +71,20 @@ def main():
     if args.algorithm == "Hyperband":
         # Hyperband hands each experiment its budget of epochs in config.json.
         algo_params = [{"name": "ResourceName", "value": "epochs"},
-                       {"name": "ResourceValue", "value": "4"},
-                       {"name": "eta", "value": "2"}]
+                       {"name": "ResourceValue", "value": "3"}]
     elif args.algorithm == "Tpe":
         algo_params = [{"name": "WarmUp", "value": "4"}]
     elif args.algorithm == "Bayesian":
         algo_params = [{"name": "InitPoints", "value": "4"}]
 
+    # Arguments dlicmd does not know go to train.py. Its flags override config.json, so
+    # Hyperband's epochs (a config.json key) must not be given as a flag too.
+    epochs = "" if args.algorithm == "Hyperband" else " --epochs 3"
     hpo_input = {
         "modelSpec": {
             "args": f"--exec-start PyTorch --cs-datastore-meta type=fs --model-main train.py "
                     f"--model-dir {model_dir} --train-limit {args.train_limit} "
-                    f"--test-limit 2000 --epochs 2",
+                    f"--test-limit 2000{epochs}",
         },
         "algoDef": {
             "algorithm": args.algorithm,
