@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "kiln/base/status.h"
 #include "kiln/hpo/asha_pruner.h"
+#include "kiln/hpo/cmaes_sampler.h"
 #include "kiln/hpo/gp_sampler.h"
 #include "kiln/hpo/hyperband_sampler.h"
 #include "kiln/hpo/median_pruner.h"
@@ -21,7 +22,7 @@
 namespace kiln::hpo {
 namespace {
 
-enum class Kind { kRandom, kGrid, kExperimentGrid, kTpe, kGp, kHyperband, kAsha };
+enum class Kind { kRandom, kGrid, kExperimentGrid, kTpe, kGp, kCmaEs, kHyperband, kAsha };
 
 struct KnownName {
   const char* lower;  // matched against the lower-cased request name
@@ -35,6 +36,7 @@ constexpr KnownName kNames[] = {
     {"tpe", Kind::kTpe},
     {"gp", Kind::kGp},
     {"bayesian", Kind::kGp},
+    {"cmaes", Kind::kCmaEs},
     {"hyperband", Kind::kHyperband},
     {"asha", Kind::kAsha},
 };
@@ -47,7 +49,7 @@ absl::StatusOr<Kind> KindOf(const std::string& name) {
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown search algorithm \"", name,
       "\"; known (any case): Random, Tpe, Bayesian, Hyperband, ExperimentGridSearch (WMLA) and "
-      "random, grid, experiment_grid, tpe, gp (= bayesian), hyperband, asha (native)"));
+      "random, grid, experiment_grid, tpe, gp (= bayesian), cmaes, hyperband, asha (native)"));
 }
 
 // Reads a native params object (or a pruner object): checks that every key is known, then
@@ -256,6 +258,27 @@ absl::StatusOr<GpOptions> GpOptionsFor(const AlgorithmRequest& request) {
   return options;
 }
 
+// cmaes: RandomSeed only in the WMLA form (not a WMLA algorithm); natively the fields of
+// CmaEsOptions.
+absl::StatusOr<CmaEsOptions> CmaEsOptionsFor(const AlgorithmRequest& request) {
+  CmaEsOptions options;
+  options.seed = request.seed;
+  if (request.params.is_array()) {
+    KILN_ASSIGN_OR_RETURN(options.seed, WmlaSeedOnly(request.params, "cmaes", request.seed));
+    return options;
+  }
+  NativeParams params(request.params, "cmaes params");
+  KILN_RETURN_IF_ERROR(params.CheckKeys(
+      {"seed", "population_size", "sigma0", "restarts", "surrogate", "min_kendall_tau"}));
+  KILN_RETURN_IF_ERROR(params.Seed(options.seed));
+  KILN_RETURN_IF_ERROR(params.Int("population_size", 2, 1'000'000, options.population_size));
+  KILN_RETURN_IF_ERROR(params.Number("sigma0", options.sigma0));
+  KILN_RETURN_IF_ERROR(params.Bool("restarts", options.restarts));
+  KILN_RETURN_IF_ERROR(params.Bool("surrogate", options.surrogate));
+  KILN_RETURN_IF_ERROR(params.Number("min_kendall_tau", options.min_kendall_tau));
+  return options;
+}
+
 absl::StatusOr<HyperbandOptions> NativeHyperbandOptions(const AlgorithmRequest& request) {
   NativeParams params(request.params, "hyperband params");
   KILN_RETURN_IF_ERROR(
@@ -420,6 +443,16 @@ absl::StatusOr<Algorithm> MakeAlgorithm(const AlgorithmRequest& request, const S
       KILN_ASSIGN_OR_RETURN(algorithm.sampler, GpSampler::Create(space, options));
       break;
     }
+    case Kind::kCmaEs: {
+      KILN_ASSIGN_OR_RETURN(CmaEsOptions options, CmaEsOptionsFor(request));
+      absl::StatusOr<std::unique_ptr<CmaEsSampler>> sampler = CmaEsSampler::Create(space, options);
+      if (!sampler.ok()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("cmaes params: ", sampler.status().message()));
+      }
+      algorithm.sampler = std::move(*sampler);
+      break;
+    }
     case Kind::kHyperband: {
       HyperbandOptions options;
       if (request.params.is_null()) {
@@ -495,6 +528,13 @@ const std::vector<AlgorithmInfo>& BuiltInAlgorithms() {
        {"seed"},
        "Exhaustive search of a finite space (every parameter discrete or stepped), in a "
        "seeded shuffled order.",
+       true},
+      {"cmaes",
+       "cmaes",
+       {"RandomSeed"},
+       {"seed", "population_size", "sigma0", "restarts", "surrogate", "min_kendall_tau"},
+       "CMA-ES with IPOP restarts and a linear-quadratic surrogate (lq-CMA-ES) for continuous "
+       "spaces; parallel (hands out the rest of a generation).",
        true},
       {"asha",
        "asha",

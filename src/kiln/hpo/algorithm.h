@@ -5,7 +5,7 @@
 // trial's budget. One table serves both dialects: WMLA's names (`Random`, `Tpe`/`TPE`,
 // `Bayesian`, `Hyperband`, `ExperimentGridSearch`) with its string-valued `algoParams`,
 // and Kiln's native names (`random`, `grid`, `experiment_grid`, `tpe`, `gp` (= `bayesian`),
-// `hyperband`, `asha`) with a JSON object of parameters.
+// `cmaes`, `hyperband`, `asha`) with a JSON object of parameters.
 #pragma once
 
 #include <cstdint>
@@ -64,12 +64,13 @@ struct Algorithm {
 };
 
 // Parameters, by form (the form decides the parser, whatever the name's dialect):
-//  - WMLA list: Random/grid/ExperimentGridSearch take RandomSeed; Tpe, Bayesian and
+//  - WMLA list: Random/grid/ExperimentGridSearch/cmaes take RandomSeed; Tpe, Bayesian and
 //    Hyperband go to TpeOptionsFromWmla, GpOptionsFromWmla, HyperbandOptionsFromWmla.
 //    asha has no WMLA form.
 //  - native object (snake_case): every algorithm takes `seed`; tpe: warm_up (alias
 //    n_startup_trials), ei_candidates, good_ratio, good_max, multivariate, constant_liar;
-//    gp: init_points, cube_size, noiseless; hyperband: eta, resource_name (required),
+//    gp: init_points, cube_size, noiseless; cmaes: population_size, sigma0, restarts,
+//    surrogate, min_kendall_tau (CmaEsOptions); hyperband: eta, resource_name (required),
 //    max_resource (required), min_resource; asha: reduction_factor, min_resource,
 //    max_resource, min_early_stopping_rate, sampler ("random" | "tpe").
 // A seed in the params wins over `request.seed`. Bayesian's cube_size defaults as WMLA's

@@ -300,7 +300,7 @@ TEST(MakeAlgorithmTest, BadInputIsRefusedNamingTheField) {
     return r;
   };
   std::vector<BadCase> cases = {
-      {"unknown name", Request("cmaes"), {"cmaes", "Random", "Tpe", "hyperband", "asha"}},
+      {"unknown name", Request("annealing"), {"annealing", "Random", "Tpe", "hyperband", "asha"}},
       {"params neither list nor object", Request("random", "seed=3"), {"params", "list"}},
       {"unknown native key", Request("tpe", Json{{"warmup", 3}}), {"warmup", "warm_up"}},
       {"unknown WMLA name (random)",

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kiln/hpo/algorithm.h"
 #include "kiln/hpo/testing/param_specs.h"
 
 namespace kiln::hpo {
@@ -297,6 +298,31 @@ TEST(CmaEsSamplerTest, OnlyFixedParameters) {
   ASSERT_TRUE(space.ok()) << space.status();
   auto sampler = MakeSampler(*space, CmaEsOptions{});
   EXPECT_EQ(AskOk(*sampler, {}), (Point{{"epochs", 0}}));
+}
+
+TEST(CmaEsSamplerTest, BuiltByMakeAlgorithmAsCmaes) {
+  const SearchSpace space = SphereSpace(3);
+  AlgorithmRequest request;
+  request.name = "CMAES";
+  request.seed = 9;
+  request.params = base::Json{{"surrogate", false}, {"sigma0", 0.3}, {"population_size", 12}};
+  auto algorithm = MakeAlgorithm(request, space);
+  ASSERT_TRUE(algorithm.ok()) << algorithm.status();
+  auto* sampler = dynamic_cast<CmaEsSampler*>(algorithm->sampler.get());
+  ASSERT_NE(sampler, nullptr);
+  EXPECT_EQ(sampler->options().seed, 9u);
+  EXPECT_FALSE(sampler->options().surrogate);
+  EXPECT_EQ(sampler->options().sigma0, 0.3);
+  EXPECT_EQ(sampler->options().population_size, 12);
+  EXPECT_TRUE(AskOk(*sampler, {}).count("x0"));
+
+  request.params = base::Json{{"sigma0", 2}};
+  auto bad = MakeAlgorithm(request, space);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("sigma0"), std::string::npos) << bad.status();
+  request.params = base::Json{{"sigma", 0.2}};
+  bad = MakeAlgorithm(request, space);
+  EXPECT_NE(bad.status().message().find("min_kendall_tau"), std::string::npos) << bad.status();
 }
 
 }  // namespace
