@@ -13,7 +13,7 @@ packages=(
   # LibTorch, c10d Gloo, and a fast BLAS (Debian picks reference BLAS otherwise: 27x slower)
   libtorch-dev libgloo-dev libopenblas0-pthread
   # Python side of the workload contract, tests and data
-  python3-torch python3-numpy python3-pytest dataset-fashion-mnist python3-optuna python3-cmaes
+  python3-torch python3-numpy python3-pytest dataset-fashion-mnist python3-optuna python3-cmaes python3-requests
   # tools the tests and benchmarks drive
   curl procps
 )

@@ -27,13 +27,13 @@ absl::StatusOr<base::Json> ParseBody(const net::HttpRequest& req) {
   return base::ParseJson(req.body, kMaxJsonBody);
 }
 
-absl::StatusOr<int64_t> PathId(const net::HttpRequest& req, const char* name) {
+absl::StatusOr<int64_t> PathId(const net::HttpRequest& req, const char* name, const char* what) {
   auto it = req.path_params.find(name);
   int64_t id = 0;
   if (it == req.path_params.end() || !absl::SimpleAtoi(it->second, &id) || id <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("\"",
                                                    it == req.path_params.end() ? "" : it->second,
-                                                   "\" is not an id (a positive integer)"));
+                                                   "\" is not a ", what, " (a positive integer)"));
   }
   return id;
 }

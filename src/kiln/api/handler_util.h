@@ -28,8 +28,9 @@ void SendJson(net::Responder& res, int code, const base::Json& body);
 
 // The body as JSON; InvalidArgument when empty or malformed.
 absl::StatusOr<base::Json> ParseBody(const net::HttpRequest& req);
-// Path parameter `name` as a positive integer id.
-absl::StatusOr<int64_t> PathId(const net::HttpRequest& req, const char* name = "id");
+// Path parameter `name` as a positive integer id; the error calls it a `what` ("job id").
+absl::StatusOr<int64_t> PathId(const net::HttpRequest& req, const char* name = "id",
+                               const char* what = "job id");
 absl::StatusOr<int64_t> QueryInt(const net::HttpRequest& req, const char* name, int64_t fallback,
                                  int64_t min, int64_t max);
 // `?name`, `?name=1` and `?name=true` are true.
@@ -50,12 +51,12 @@ absl::StatusOr<store::PackageRecord> StorePackage(store::Store& store, const std
 
 // Early return for handlers: evaluates to the value or replies with the error (needs a
 // `net::Responder res` in scope).
-#define KILN_API_ASSIGN(lhs, expr)                                              \
-  auto KILN_INTERNAL_CONCAT(api_v_, __LINE__) = (expr);                         \
-  if (!KILN_INTERNAL_CONCAT(api_v_, __LINE__).ok()) {                           \
+#define KILN_API_ASSIGN(lhs, expr)                                                \
+  auto KILN_INTERNAL_CONCAT(api_v_, __LINE__) = (expr);                           \
+  if (!KILN_INTERNAL_CONCAT(api_v_, __LINE__).ok()) {                             \
     ::kiln::api::SendError(res, KILN_INTERNAL_CONCAT(api_v_, __LINE__).status()); \
-    return;                                                                     \
-  }                                                                             \
+    return;                                                                       \
+  }                                                                               \
   lhs = std::move(KILN_INTERNAL_CONCAT(api_v_, __LINE__)).value()
 
 }  // namespace kiln::api

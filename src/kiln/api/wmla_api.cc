@@ -456,14 +456,14 @@ void WmlaApi::ListExecs(HttpRequest& req, Responder res) {
 
 void WmlaApi::GetExec(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, AuthenticateRequest(auth_, req));
-  KILN_API_ASSIGN(int64_t id, PathId(req));
+  KILN_API_ASSIGN(int64_t id, PathId(req, "id", "exec id"));
   KILN_API_ASSIGN(store::JobRecord job, jobs_.GetJob(who, id));
   SendJson(res, 200, ExecJson(job));
 }
 
 void WmlaApi::StopExec(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, AuthenticateRequest(auth_, req));
-  KILN_API_ASSIGN(int64_t id, PathId(req));
+  KILN_API_ASSIGN(int64_t id, PathId(req, "id", "exec id"));
   KILN_API_ASSIGN(store::JobRecord job, jobs_.Kill(who, id));
   (void)job;
   NoContent(res);
@@ -471,7 +471,7 @@ void WmlaApi::StopExec(HttpRequest& req, Responder res) {
 
 void WmlaApi::DeleteExec(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, AuthenticateRequest(auth_, req));
-  KILN_API_ASSIGN(int64_t id, PathId(req));
+  KILN_API_ASSIGN(int64_t id, PathId(req, "id", "exec id"));
   KILN_API_ASSIGN(store::JobRecord job, jobs_.GetJob(who, id));
   // Kiln keeps every job's record, logs and metrics: deleting stops a job that runs.
   if (!store::IsTerminal(job.state)) {
@@ -483,7 +483,7 @@ void WmlaApi::DeleteExec(HttpRequest& req, Responder res) {
 
 void WmlaApi::ExecLog(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, AuthenticateRequest(auth_, req));
-  KILN_API_ASSIGN(int64_t id, PathId(req));
+  KILN_API_ASSIGN(int64_t id, PathId(req, "id", "exec id"));
   std::string text;
   int64_t after = 0;
   while (text.size() < kMaxLogBytes) {

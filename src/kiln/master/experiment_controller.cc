@@ -342,7 +342,15 @@ absl::StatusOr<ExperimentView> ExperimentController::Create(const auth::Principa
   // trial could ever run.
   KILN_ASSIGN_OR_RETURN(hpo::SearchSpace space, BuildSpace(spec));
   KILN_RETURN_IF_ERROR(BuildAlgorithm(spec, space, spec.seed.value_or(0)).status());
-  KILN_RETURN_IF_ERROR(jobs_.CheckSubmittable(who, spec.trial));
+  if (absl::Status s = jobs_.CheckSubmittable(who, spec.trial); !s.ok()) {
+    if (!absl::IsFailedPrecondition(s)) return s;
+    // The job-level message speaks of one job and `kiln run` flags; say it per trial.
+    return absl::FailedPreconditionError(
+        absl::StrCat("no trial of this experiment could ever run (each trial asks for ",
+                     spec.trial.resources.slots, " slots and ", spec.trial.resources.gpus,
+                     " GPUs; lower resources.slots/resources.gpus, WMLA --gpuPerWorker): ",
+                     std::string(s.message())));
+  }
   if (!spec.name.empty()) {
     auto taken = store_.GetExperimentByName(spec.name);
     if (taken.ok()) {

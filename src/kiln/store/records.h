@@ -37,7 +37,7 @@ struct TokenRecord {
 };
 
 struct PackageRecord {
-  std::string id;    // "sha256-<hex>" of the bytes
+  std::string id;    // "sha256-<hex>": of the bytes (tar.gz), of name + bytes digest (file)
   std::string name;  // file name as uploaded
   std::string kind;  // "file" or "tar.gz"
   int64_t size = 0;
