@@ -62,7 +62,7 @@ def run_kiln(build_dir: str, trials: int, sleep_s: float, sampler: str, seed: in
         client = FastClient(kilnd.url)
         spec = {
             "name": f"e2e-{sampler}-{seed}",
-            "command": ["python3", "trial.py"],
+            "command": [sys.executable, "trial.py"],  # not a PATH lookup: see README
             "package": {"path": code_dir},
             "resources": {"slots": 1},
             "config": {"sleep_s": sleep_s},
