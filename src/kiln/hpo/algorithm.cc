@@ -282,7 +282,7 @@ absl::StatusOr<CmaEsOptions> CmaEsOptionsFor(const AlgorithmRequest& request) {
 absl::StatusOr<HyperbandOptions> NativeHyperbandOptions(const AlgorithmRequest& request) {
   NativeParams params(request.params, "hyperband params");
   KILN_RETURN_IF_ERROR(
-      params.CheckKeys({"seed", "eta", "resource_name", "max_resource", "min_resource"}));
+      params.CheckKeys({"seed", "eta", "resource_name", "max_resource", "min_resource", "cycles"}));
   HyperbandOptions options;
   options.seed = request.seed;
   if (request.hyperband_eta.has_value()) options.eta = *request.hyperband_eta;
@@ -301,6 +301,11 @@ absl::StatusOr<HyperbandOptions> NativeHyperbandOptions(const AlgorithmRequest& 
   }
   KILN_RETURN_IF_ERROR(params.Int("max_resource", 1, int64_t{1} << 40, options.max_resource));
   KILN_RETURN_IF_ERROR(params.Int("min_resource", 1, int64_t{1} << 40, options.min_resource));
+  if (params.Has("cycles")) {
+    int64_t cycles = 0;
+    KILN_RETURN_IF_ERROR(params.Int("cycles", 0, 1 << 20, cycles));
+    options.cycles = static_cast<int>(cycles);
+  }
   return options;
 }
 
@@ -469,6 +474,11 @@ absl::StatusOr<Algorithm> MakeAlgorithm(const AlgorithmRequest& request, const S
       } else {
         KILN_ASSIGN_OR_RETURN(options, NativeHyperbandOptions(request));
       }
+      // With a trial budget, run the brackets again until it is spent (one pass of R = 9,
+      // eta = 3 is only 22 trials) unless the user chose the number of passes; unlimited
+      // trials keep the paper's single pass, so the search still ends by itself.
+      bool cycles_given = !wmla && request.params.is_object() && request.params.contains("cycles");
+      if (!cycles_given && request.max_trials > 0) options.cycles = 0;
       // HyperbandSampler and its configuration sampler borrow the space: both point at the
       // Algorithm's own copy, which moves with it (it is behind a unique_ptr).
       algorithm.space = std::make_unique<SearchSpace>(space);
@@ -512,9 +522,9 @@ const std::vector<AlgorithmInfo>& BuiltInAlgorithms() {
       {"Hyperband",
        "hyperband",
        {"RandomSeed", "eta", "ResourceName", "ResourceValue"},
-       {"seed", "eta", "resource_name", "max_resource", "min_resource"},
+       {"seed", "eta", "resource_name", "max_resource", "min_resource", "cycles"},
        "Hyperband: brackets of successive halving over a budget (e.g. epochs) passed in "
-       "config.json; keeps every slot busy.",
+       "config.json; keeps every slot busy; repeats its brackets until max trials.",
        false},
       {"ExperimentGridSearch",
        "experiment_grid",

@@ -71,7 +71,9 @@ struct Algorithm {
 //    n_startup_trials), ei_candidates, good_ratio, good_max, multivariate, constant_liar;
 //    gp: init_points, cube_size, noiseless; cmaes: population_size, sigma0, restarts,
 //    surrogate, min_kendall_tau (CmaEsOptions); hyperband: eta, resource_name (required),
-//    max_resource (required), min_resource; asha: reduction_factor, min_resource,
+//    max_resource (required), min_resource, cycles (passes over the brackets; 0 = until
+//    max_trials; default 0 when max_trials is set, else 1 — WMLA's form follows the same
+//    default); asha: reduction_factor, min_resource,
 //    max_resource, min_early_stopping_rate, sampler ("random" | "tpe").
 // A seed in the params wins over `request.seed`. Bayesian's cube_size defaults as WMLA's
 // CubeSize does: 100 * max_trials, or 10000 when max_trials is unlimited.

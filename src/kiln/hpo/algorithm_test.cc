@@ -260,6 +260,23 @@ TEST(MakeAlgorithmTest, HyperbandBudgetsAndResourceNameInBothForms) {
   EXPECT_EQ(AskOne(c).budget, 1);
 }
 
+TEST(MakeAlgorithmTest, HyperbandRepeatsItsBracketsWhenTheExperimentHasATrialBudget) {
+  auto cycles_of = [](AlgorithmRequest request) {
+    auto algorithm = MakeAlgorithm(request, MixedSpace());
+    EXPECT_TRUE(algorithm.ok()) << algorithm.status();
+    return dynamic_cast<HyperbandSampler&>(*algorithm->sampler).options().cycles;
+  };
+  AlgorithmRequest wmla =
+      Request("Hyperband", Wmla({{"ResourceName", "epochs"}, {"ResourceValue", "9"}}));
+  EXPECT_EQ(cycles_of(wmla), 1);  // unlimited trials: one pass, so the search ends
+  wmla.max_trials = 100;
+  EXPECT_EQ(cycles_of(wmla), 0);  // until the 100 trials are spent
+  AlgorithmRequest native =
+      Request("hyperband", Json{{"resource_name", "epochs"}, {"max_resource", 9}, {"cycles", 2}});
+  native.max_trials = 100;
+  EXPECT_EQ(cycles_of(native), 2);  // the user's choice wins
+}
+
 TEST(MakeAlgorithmTest, AshaParamsReachThePrunerAndSampler) {
   KILN_ASSERT_OK_AND_ASSIGN(Algorithm a, MakeAlgorithm(Request("asha", Json{{"reduction_factor", 2},
                                                                             {"min_resource", 2},

@@ -187,6 +187,10 @@ absl::StatusOr<std::unique_ptr<HyperbandSampler>> HyperbandSampler::Create(
         absl::StrCat("Hyperband max_resource (ResourceValue) must be at least min_resource (",
                      options.min_resource, "), got ", options.max_resource));
   }
+  if (options.cycles < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Hyperband cycles must be 0 (repeat until the budget ends) or more, got ", options.cycles));
+  }
   std::vector<HyperbandBracket> brackets = Plan(options);
   return std::unique_ptr<HyperbandSampler>(
       new HyperbandSampler(space, std::move(options), config_sampler, std::move(brackets)));
@@ -201,12 +205,27 @@ HyperbandSampler::HyperbandSampler(const SearchSpace& space, HyperbandOptions op
 
 namespace {
 
-// Assigns every trial of `history` to its bracket and rung (see the class comment).
-absl::StatusOr<Layout> Arrange(const std::vector<HyperbandBracket>& brackets,
+// The number of brackets `cycles` passes over the plan hold (SIZE_MAX when unlimited).
+size_t BracketLimit(const std::vector<HyperbandBracket>& brackets, int cycles) {
+  return cycles > 0 ? brackets.size() * static_cast<size_t>(cycles)
+                    : std::numeric_limits<size_t>::max();
+}
+
+// Makes room in `layout` for brackets up to index `k` (bracket k follows plan k mod size).
+void EnsureBracket(Layout& layout, const std::vector<HyperbandBracket>& brackets, size_t k) {
+  while (layout.rungs.size() <= k) {
+    const HyperbandBracket& plan = brackets[layout.rungs.size() % brackets.size()];
+    layout.rungs.emplace_back(plan.rungs.size());
+  }
+}
+
+// Assigns every trial of `history` to its bracket and rung (see the class comment). The
+// layout holds at least one pass over the plan, more when the history has reached them.
+absl::StatusOr<Layout> Arrange(const std::vector<HyperbandBracket>& brackets, int cycles,
                                const std::vector<TrialRecord>& history) {
   Layout layout;
-  layout.rungs.resize(brackets.size());
-  for (size_t b = 0; b < brackets.size(); ++b) layout.rungs[b].resize(brackets[b].rungs.size());
+  const size_t limit = BracketLimit(brackets, cycles);
+  EnsureBracket(layout, brackets, brackets.size() - 1);
 
   // A parent always has a smaller number than its promotion, so visiting by number places
   // parents first even if the caller's vector is in another order.
@@ -223,17 +242,18 @@ absl::StatusOr<Layout> Arrange(const std::vector<HyperbandBracket>& brackets,
     size_t b = 0;
     size_t r = 0;
     if (!t.parent.has_value()) {
-      while (bracket_of_next < brackets.size() &&
-             used_in_bracket >= brackets[bracket_of_next].rungs[0].num_trials) {
+      while (bracket_of_next < limit &&
+             used_in_bracket >= brackets[bracket_of_next % brackets.size()].rungs[0].num_trials) {
         ++bracket_of_next;
         used_in_bracket = 0;
       }
-      if (bracket_of_next == brackets.size()) {
+      if (bracket_of_next == limit) {
         return absl::InvalidArgumentError(
             absl::StrCat("Hyperband history: trial ", t.number,
                          " is one new configuration more than the brackets hold"));
       }
       b = bracket_of_next;
+      EnsureBracket(layout, brackets, b);
       ++used_in_bracket;
       ++layout.new_configs;
     } else {
@@ -245,7 +265,7 @@ absl::StatusOr<Layout> Arrange(const std::vector<HyperbandBracket>& brackets,
       }
       b = it->second.first;
       r = it->second.second + 1;
-      if (r >= brackets[b].rungs.size()) {
+      if (r >= brackets[b % brackets.size()].rungs.size()) {
         return absl::InvalidArgumentError(absl::StrCat("Hyperband history: trial ", t.number,
                                                        " promotes trial ", *t.parent,
                                                        ", which already had the largest budget"));
@@ -307,17 +327,19 @@ BracketStep Step(const HyperbandBracket& bracket, const std::vector<std::vector<
 
 absl::StatusOr<std::optional<Suggestion>> HyperbandSampler::Ask(
     const std::vector<TrialRecord>& history) {
-  KILN_ASSIGN_OR_RETURN(Layout layout, Arrange(brackets_, history));
+  KILN_ASSIGN_OR_RETURN(Layout layout, Arrange(brackets_, options_.cycles, history));
+  const size_t plan_size = brackets_.size();
 
   // Promotions first, earliest bracket first: finishing brackets in order is what gives
   // the driver good full-budget results early.
-  for (size_t b = 0; b < brackets_.size(); ++b) {
-    BracketStep step = Step(brackets_[b], layout.rungs[b], layout, history);
+  for (size_t b = 0; b < layout.rungs.size(); ++b) {
+    const HyperbandBracket& plan = brackets_[b % plan_size];
+    BracketStep step = Step(plan, layout.rungs[b], layout, history);
     if (step.promote.has_value()) {
       const TrialRecord& parent = history[*step.promote];
       Suggestion s;
       s.params = parent.params;
-      s.budget = brackets_[b].rungs[step.next_rung].budget;
+      s.budget = plan.rungs[step.next_rung].budget;
       s.parent = parent.number;
       return std::optional<Suggestion>(std::move(s));
     }
@@ -326,7 +348,9 @@ absl::StatusOr<std::optional<Suggestion>> HyperbandSampler::Ask(
   // No rung can be decided yet: start a configuration of the first bracket that still
   // has room, even if that is a later bracket, so free slots do not idle.
   int64_t before = 0;
-  for (const HyperbandBracket& bracket : brackets_) {
+  const size_t limit = BracketLimit(brackets_, options_.cycles);
+  for (size_t k = 0; k < limit; ++k) {
+    const HyperbandBracket& bracket = brackets_[k % plan_size];
     if (layout.new_configs < before + bracket.rungs[0].num_trials) {
       Suggestion s;
       if (config_sampler_ != nullptr) {
@@ -351,10 +375,14 @@ absl::StatusOr<std::optional<Suggestion>> HyperbandSampler::Ask(
 }
 
 bool HyperbandSampler::Finished(const std::vector<TrialRecord>& history) const {
-  absl::StatusOr<Layout> layout = Arrange(brackets_, history);
+  if (options_.cycles <= 0) return false;  // repeats until the experiment's budget ends it
+  absl::StatusOr<Layout> layout = Arrange(brackets_, options_.cycles, history);
   if (!layout.ok()) return false;
-  for (size_t b = 0; b < brackets_.size(); ++b) {
-    if (!Step(brackets_[b], layout->rungs[b], *layout, history).done) return false;
+  EnsureBracket(*layout, brackets_, BracketLimit(brackets_, options_.cycles) - 1);
+  for (size_t b = 0; b < layout->rungs.size(); ++b) {
+    if (!Step(brackets_[b % brackets_.size()], layout->rungs[b], *layout, history).done) {
+      return false;
+    }
   }
   return true;
 }

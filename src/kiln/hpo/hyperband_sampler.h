@@ -33,6 +33,10 @@ struct HyperbandOptions {
   int64_t min_resource = 1;
   // WMLA's ResourceName: the config.json key the driver puts each trial's budget under.
   std::string resource_name;
+  // How many times to run the whole set of brackets: 1 is the paper's one pass; 0 repeats
+  // them until the experiment's own budget (trials, time) ends the search, as the paper's
+  // infinite-horizon variant and Optuna's pruner do.
+  int cycles = 1;
 };
 
 // Reads WMLA's Hyperband `algoDef.algoParams` (wmla-api.md §1.5): a JSON array of
@@ -74,6 +78,10 @@ struct HyperbandBracket {
 // come before new configurations, so brackets finish in order and early results arrive
 // early. Failed and pruned trials (and ones without a value) rank as worst and are never
 // promoted, so a rung after failures may hold fewer trials than planned.
+//
+// With `cycles` other than 1 the brackets run again, in the same order, once every
+// configuration of the last one has started (the new cycle's configurations are drawn
+// like any others); bracket k of the history is plan bracket k mod the plan's size.
 //
 // State is rebuilt from the history on every Ask, so a restarted master resumes exactly:
 // the k-th trial without a parent belongs to the bracket whose share of new

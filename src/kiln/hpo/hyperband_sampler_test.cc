@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "kiln/base/testing/status_matchers.h"
+#include "kiln/hpo/testing/param_specs.h"
 
 namespace kiln::hpo {
 namespace {
@@ -383,6 +384,74 @@ TEST(HyperbandOptionsFromWmlaTest, RejectsBadValuesNamingTheField) {
                        HasSubstr("unknown Hyperband parameter \"WarmUp\"")));
   EXPECT_THAT(HyperbandOptionsFromWmla(base::Json::object(), std::nullopt),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("must be a list")));
+}
+
+}  // namespace
+}  // namespace kiln::hpo
+
+namespace kiln::hpo {
+namespace {
+
+// Runs `sampler` sequentially, completing each trial at once with value = budget
+// (worse with more budget, so promotions follow the plan but never change the order).
+std::vector<TrialRecord> RunAll(HyperbandSampler& sampler, int max_trials) {
+  std::vector<TrialRecord> history;
+  for (int i = 0; i < max_trials; ++i) {
+    auto next = sampler.Ask(history);
+    EXPECT_TRUE(next.ok()) << next.status();
+    if (!next.ok() || !next->has_value()) break;
+    TrialRecord t;
+    t.number = static_cast<int64_t>(history.size());
+    t.params = (*next)->params;
+    t.budget = (*next)->budget;
+    t.parent = (*next)->parent;
+    t.state = TrialState::kComplete;
+    t.value = static_cast<double>(t.budget) + 0.001 * static_cast<double>(t.number % 7);
+    history.push_back(t);
+  }
+  return history;
+}
+
+HyperbandOptions NineEpochs(int cycles) {
+  HyperbandOptions options;
+  options.seed = 5;
+  options.eta = 3;
+  options.max_resource = 9;
+  options.resource_name = "epochs";
+  options.cycles = cycles;
+  return options;
+}
+
+TEST(HyperbandCyclesTest, OnePassEndsAndRepeatedPassesRestartTheBrackets) {
+  auto space = SearchSpace::Create({test_params::Double("x", 0, 1)});
+  ASSERT_TRUE(space.ok());
+
+  auto once = HyperbandSampler::Create(*space, NineEpochs(1));
+  ASSERT_TRUE(once.ok());
+  std::vector<TrialRecord> one_pass = RunAll(**once, 1000);
+  EXPECT_TRUE((*once)->Finished(one_pass));
+  const size_t pass = one_pass.size();
+  ASSERT_GT(pass, 0u);
+
+  auto twice = HyperbandSampler::Create(*space, NineEpochs(2));
+  ASSERT_TRUE(twice.ok());
+  std::vector<TrialRecord> two_passes = RunAll(**twice, 1000);
+  EXPECT_EQ(two_passes.size(), 2 * pass);
+  EXPECT_TRUE((*twice)->Finished(two_passes));
+  // The second pass repeats the first one's budgets and promotions, on new configurations.
+  for (size_t i = 0; i < pass; ++i) {
+    EXPECT_EQ(two_passes[pass + i].budget, two_passes[i].budget) << i;
+    EXPECT_EQ(two_passes[pass + i].parent.has_value(), two_passes[i].parent.has_value()) << i;
+  }
+  EXPECT_NE(two_passes[pass].params, two_passes[0].params);
+
+  auto forever = HyperbandSampler::Create(*space, NineEpochs(0));
+  ASSERT_TRUE(forever.ok());
+  std::vector<TrialRecord> many = RunAll(**forever, 5 * static_cast<int>(pass) + 3);
+  EXPECT_EQ(many.size(), 5 * pass + 3);
+  EXPECT_FALSE((*forever)->Finished(many));
+
+  EXPECT_FALSE(HyperbandSampler::Create(*space, NineEpochs(-1)).ok());
 }
 
 }  // namespace
