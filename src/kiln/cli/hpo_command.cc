@@ -297,42 +297,6 @@ std::string Basename(std::string path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// Packages `path` (a folder, or one file) and uploads it; returns the package id.
-absl::StatusOr<std::string> UploadCode(const std::string& path, ApiClient& api, Invocation& inv) {
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) return base::ErrnoStatus("stat " + path, errno);
-  std::string bytes;
-  std::string name;
-  std::string content_type;
-  if (S_ISDIR(st.st_mode)) {
-    absl::StatusOr<std::string> package = agent::CreatePackage(path);
-    if (!package.ok()) {
-      return absl::Status(
-          package.status().code(),
-          absl::StrCat("cannot package code folder ", path, ": ", package.status().message(),
-                       ". List what to leave out in .kilnignore there."));
-    }
-    bytes = *std::move(package);
-    name = Basename(path) + ".tar.gz";
-    content_type = "application/gzip";
-    absl::StatusOr<int64_t> files = CountPackageFiles(bytes);
-    *inv.err << "packaged " << (files.ok() ? absl::StrCat(*files) : std::string("?"))
-             << (files.ok() && *files == 1 ? " file" : " files") << " from " << path << ", "
-             << FormatBytes(static_cast<int64_t>(bytes.size())) << "\n";
-  } else {
-    KILN_ASSIGN_OR_RETURN(bytes, base::ReadFile(path));
-    name = Basename(path);
-    content_type = "application/octet-stream";
-    *inv.err << "uploading " << path << ", " << FormatBytes(static_cast<int64_t>(bytes.size()))
-             << "\n";
-  }
-  inv.err->flush();
-  KILN_ASSIGN_OR_RETURN(
-      Json answer, api.PostBytes(absl::StrCat("/api/v1/packages?name=", EncodeQueryValue(name)),
-                                 std::move(bytes), content_type));
-  return base::GetString(answer, "id");
-}
-
 struct CreateOptions {
   std::string file;
   std::string name;
@@ -391,7 +355,9 @@ absl::Status CreateExperiment(const CreateOptions& options, Invocation& inv) {
   if (!exp.code_path.empty()) {
     // Packaging takes a while; learn first that Kiln is there and takes our credentials.
     KILN_RETURN_IF_ERROR(api->GetJson("/api/v1/me").status());
-    KILN_ASSIGN_OR_RETURN(std::string package_id, UploadCode(exp.code_path, *api, inv));
+    KILN_ASSIGN_OR_RETURN(std::string package_id,
+                          UploadCode(exp.code_path, "code",
+                                     "List what to leave out in .kilnignore there.", *api, inv));
     exp.request["package"] = {{"id", package_id}};
   }
   absl::StatusOr<Json> created = api->PostJson("/api/v1/experiments", exp.request);

@@ -38,47 +38,12 @@ absl::StatusOr<std::optional<UploadedPackage>> UploadPackage(const RunOptions& o
                                                              ApiClient& api, Invocation& inv) {
   if (options.no_package) return std::nullopt;
   const std::string path = options.package.empty() ? inv.cwd : options.package;
-  struct stat st {};
-  if (stat(path.c_str(), &st) != 0) {
-    if (errno == ENOENT) {
-      return absl::InvalidArgumentError(absl::StrCat("--package ", path, " does not exist"));
-    }
-    return base::ErrnoStatus("stat " + path, errno);
-  }
-  std::string bytes;
-  std::string name;
-  std::string content_type;
-  if (S_ISDIR(st.st_mode)) {
-    absl::StatusOr<std::string> package = agent::CreatePackage(path);
-    if (!package.ok()) {
-      return absl::Status(
-          package.status().code(),
-          absl::StrCat("cannot package ", path, ": ", package.status().message(),
-                       ". Choose the folder with --package DIR, list what to leave out in "
-                       ".kilnignore, or pass --no-package."));
-    }
-    bytes = *std::move(package);
-    name = Basename(path) + ".tar.gz";
-    content_type = "application/gzip";
-    absl::StatusOr<int64_t> files = CountPackageFiles(bytes);
-    *inv.err << "packaged " << (files.ok() ? absl::StrCat(*files) : std::string("?"))
-             << (files.ok() && *files == 1 ? " file" : " files") << " from " << path << ", "
-             << FormatBytes(static_cast<int64_t>(bytes.size())) << "\n";
-  } else if (S_ISREG(st.st_mode)) {
-    KILN_ASSIGN_OR_RETURN(bytes, base::ReadFile(path));
-    name = Basename(path);
-    content_type = "application/octet-stream";
-    *inv.err << "uploading " << path << ", " << FormatBytes(static_cast<int64_t>(bytes.size()))
-             << "\n";
-  } else {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--package ", path, " is neither a folder nor a regular file"));
-  }
-  inv.err->flush();
-  KILN_ASSIGN_OR_RETURN(base::Json answer, api.PostBytes(absl::StrCat("/api/v1/packages?name=",
-                                                                      EncodeQueryValue(name)),
-                                                         std::move(bytes), content_type));
-  KILN_ASSIGN_OR_RETURN(std::string id, base::GetString(answer, "id"));
+  KILN_ASSIGN_OR_RETURN(
+      std::string id,
+      UploadCode(path, "--package",
+                 "Choose the folder with --package DIR, list what to leave out in .kilnignore, "
+                 "or pass --no-package.",
+                 api, inv));
   return UploadedPackage{.id = id};
 }
 
@@ -271,4 +236,47 @@ void RegisterRunCommand(CLI::App& app, Invocation& inv) {
 }
 
 }  // namespace internal
+absl::StatusOr<std::string> UploadCode(const std::string& path, const std::string& label,
+                                       const std::string& fix, ApiClient& api, Invocation& inv) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return absl::InvalidArgumentError(absl::StrCat(label, " ", path, " does not exist"));
+    }
+    return base::ErrnoStatus("stat " + path, errno);
+  }
+  std::string bytes;
+  std::string name;
+  std::string content_type;
+  if (S_ISDIR(st.st_mode)) {
+    absl::StatusOr<std::string> package = agent::CreatePackage(path);
+    if (!package.ok()) {
+      return absl::Status(
+          package.status().code(),
+          absl::StrCat("cannot package ", path, ": ", package.status().message(), ". ", fix));
+    }
+    bytes = *std::move(package);
+    name = Basename(path) + ".tar.gz";
+    content_type = "application/gzip";
+    absl::StatusOr<int64_t> files = CountPackageFiles(bytes);
+    *inv.err << "packaged " << (files.ok() ? absl::StrCat(*files) : std::string("?"))
+             << (files.ok() && *files == 1 ? " file" : " files") << " from " << path << ", "
+             << FormatBytes(static_cast<int64_t>(bytes.size())) << "\n";
+  } else if (S_ISREG(st.st_mode)) {
+    KILN_ASSIGN_OR_RETURN(bytes, base::ReadFile(path));
+    name = Basename(path);
+    content_type = "application/octet-stream";
+    *inv.err << "uploading " << path << ", " << FormatBytes(static_cast<int64_t>(bytes.size()))
+             << "\n";
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat(label, " ", path, " is neither a folder nor a regular file"));
+  }
+  inv.err->flush();
+  KILN_ASSIGN_OR_RETURN(base::Json answer, api.PostBytes(absl::StrCat("/api/v1/packages?name=",
+                                                                      EncodeQueryValue(name)),
+                                                         std::move(bytes), content_type));
+  return base::GetString(answer, "id");
+}
+
 }  // namespace kiln::cli

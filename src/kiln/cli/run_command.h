@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "kiln/base/json.h"
+#include "kiln/cli/connection.h"
 #include "kiln/cli/invocation.h"
 
 namespace kiln::cli {
@@ -43,6 +44,15 @@ struct RunOptions {
 // --config).
 [[nodiscard]] absl::StatusOr<base::Json> BuildJobRequest(
     const RunOptions& options, const std::optional<std::string>& package_id);
+
+// Packages `path` (a folder, as a .tar.gz honouring .kilnignore, or one regular file),
+// uploads it and returns the package id, saying on stderr what it sent. `label` names
+// where the path came from in errors ("--package", "code"); `fix` is appended to a
+// packaging error to say what the user can do.
+[[nodiscard]] absl::StatusOr<std::string> UploadCode(const std::string& path,
+                                                     const std::string& label,
+                                                     const std::string& fix, ApiClient& api,
+                                                     Invocation& inv);
 
 // Counts the regular files in a gzip tar (for the "packaged 12 files" line).
 [[nodiscard]] absl::StatusOr<int64_t> CountPackageFiles(const std::string& tar_gz);
