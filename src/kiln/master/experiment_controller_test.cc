@@ -14,6 +14,7 @@
 #include "kiln/base/files.h"
 #include "kiln/base/testing/fake_clock.h"
 #include "kiln/base/testing/status_matchers.h"
+#include "kiln/master/testing/controller_fixtures.h"
 #include "kiln/store/sqlite_store.h"
 
 namespace kiln::store {
@@ -80,14 +81,7 @@ TEST(ReduceObjectiveTest, TheLastPointStoredForAStepWins) {
 
 // ---------------------------------------------------------------- the controller
 
-api::AgentHello Hello(const std::string& agent_id, int slots, std::vector<int64_t> tasks = {}) {
-  api::AgentHello hello;
-  hello.agent_id = agent_id;
-  hello.hostname = agent_id + ".example";
-  hello.slots = slots;
-  hello.tasks = std::move(tasks);
-  return hello;
-}
+using testing::Hello;
 
 MetricPoint Loss(int64_t step, double value, std::string name = "loss") {
   return {std::move(name), "test", step, value, 1'700'000'000'000'000};
@@ -147,19 +141,7 @@ class ExperimentControllerTest : public ::testing::Test {
   }
 
   auth::Principal AddUser(const std::string& name, bool admin) {
-    store::UserRecord user;
-    user.username = name;
-    user.password_hash = "unused";
-    user.admin = admin;
-    user.created_at = clock_.NowMicros();
-    auto created = store_->CreateUser(user);
-    EXPECT_TRUE(created.ok()) << created.status();
-    auth::Principal p;
-    p.kind = auth::Principal::Kind::kUser;
-    p.user_id = created.ok() ? created->id : 0;
-    p.username = name;
-    p.admin = admin;
-    return p;
+    return testing::AddUser(*store_, clock_.NowMicros(), name, admin);
   }
 
   static ExperimentSpec Spec(Json extra = Json::object()) {

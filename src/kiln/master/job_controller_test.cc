@@ -12,6 +12,7 @@
 
 #include "kiln/base/testing/fake_clock.h"
 #include "kiln/base/testing/status_matchers.h"
+#include "kiln/master/testing/controller_fixtures.h"
 #include "kiln/store/sqlite_store.h"
 
 namespace kiln::store {
@@ -37,14 +38,7 @@ using store::JobState;
 constexpr int64_t kSecond = 1'000'000;
 constexpr int64_t kAgentTimeout = 60 * kSecond;
 
-api::AgentHello Hello(const std::string& agent_id, int slots, std::vector<int64_t> tasks = {}) {
-  api::AgentHello hello;
-  hello.agent_id = agent_id;
-  hello.hostname = agent_id + ".example";
-  hello.slots = slots;
-  hello.tasks = std::move(tasks);
-  return hello;
-}
+using testing::Hello;
 
 api::SyncRequest Running(std::vector<int64_t> ids = {}) {
   api::SyncRequest request;
@@ -112,19 +106,7 @@ class JobControllerTest : public ::testing::Test {
   }
 
   auth::Principal AddUser(const std::string& name, bool admin) {
-    store::UserRecord user;
-    user.username = name;
-    user.password_hash = "unused";
-    user.admin = admin;
-    user.created_at = clock_.NowMicros();
-    auto created = store_->CreateUser(user);
-    EXPECT_TRUE(created.ok()) << created.status();
-    auth::Principal p;
-    p.kind = auth::Principal::Kind::kUser;
-    p.user_id = created.ok() ? created->id : 0;
-    p.username = name;
-    p.admin = admin;
-    return p;
+    return testing::AddUser(*store_, clock_.NowMicros(), name, admin);
   }
 
   static JobSpec Spec(int slots = 1, Json extra = Json::object()) {
