@@ -11,9 +11,14 @@
 
 #include "kiln/hpo/algorithm.h"
 #include "kiln/hpo/testing/param_specs.h"
+#include "kiln/hpo/testing/trial_records.h"
 
 namespace kiln::hpo {
 namespace {
+
+using test_trials::AskPoint;
+using test_trials::Complete;
+using test_trials::Running;
 
 using test_params::Categorical;
 using test_params::Double;
@@ -33,40 +38,17 @@ double Sphere(const Point& p) {
   return s;
 }
 
-TrialRecord Complete(int64_t number, Point params, double value) {
-  TrialRecord t;
-  t.number = number;
-  t.params = std::move(params);
-  t.state = TrialState::kComplete;
-  t.value = value;
-  return t;
-}
-
-TrialRecord Running(int64_t number, Point params) {
-  TrialRecord t;
-  t.number = number;
-  t.params = std::move(params);
-  return t;
-}
-
 std::unique_ptr<CmaEsSampler> MakeSampler(const SearchSpace& space, CmaEsOptions options) {
   auto sampler = CmaEsSampler::Create(space, options);
   EXPECT_TRUE(sampler.ok()) << sampler.status();
   return std::move(*sampler);
 }
 
-Point AskOk(Sampler& sampler, const std::vector<TrialRecord>& history) {
-  auto s = sampler.Ask(history);
-  EXPECT_TRUE(s.ok()) << s.status();
-  EXPECT_TRUE(s->has_value());
-  return (*s)->params;
-}
-
 // `trials` sequential trials of the sphere; returns the history.
 std::vector<TrialRecord> RunSphere(Sampler& sampler, int trials) {
   std::vector<TrialRecord> history;
   for (int i = 0; i < trials; ++i) {
-    Point p = AskOk(sampler, history);
+    Point p = AskPoint(sampler, history);
     const double v = Sphere(p);
     history.push_back(Complete(i, std::move(p), v));
   }
@@ -131,15 +113,15 @@ TEST(CmaEsSamplerTest, DeterministicForSeedAndHistory) {
   auto b = MakeSampler(space, options);
   for (size_t n : {size_t{0}, size_t{7}, size_t{33}, size_t{60}}) {
     const std::vector<TrialRecord> prefix(history.begin(), history.begin() + n);
-    EXPECT_EQ(AskOk(*a, prefix), AskOk(*b, prefix)) << n;
-    EXPECT_EQ(AskOk(*b, prefix), AskOk(*b, prefix)) << n;
+    EXPECT_EQ(AskPoint(*a, prefix), AskPoint(*b, prefix)) << n;
+    EXPECT_EQ(AskPoint(*b, prefix), AskPoint(*b, prefix)) << n;
   }
   // The same history replayed trial by trial gives the same trials.
   auto c = MakeSampler(space, options);
   EXPECT_EQ(RunSphere(*c, 60)[59].params, history[59].params);
   options.seed = 12;
   auto d = MakeSampler(space, options);
-  EXPECT_NE(AskOk(*d, history), AskOk(*a, history));
+  EXPECT_NE(AskPoint(*d, history), AskPoint(*a, history));
 }
 
 TEST(CmaEsSamplerTest, RespectsTypesBoundsAndConditions) {
@@ -166,7 +148,7 @@ TEST(CmaEsSamplerTest, RespectsTypesBoundsAndConditions) {
     std::vector<TrialRecord> history;
     std::set<double> opts;
     for (int i = 0; i < 150; ++i) {
-      Point p = AskOk(*sampler, history);
+      Point p = AskPoint(*sampler, history);
       ASSERT_EQ(p.count("lr"), 1u);
       EXPECT_GE(p["lr"], 1e-5);
       EXPECT_LE(p["lr"], 1e-1);
@@ -203,7 +185,7 @@ TEST(CmaEsSamplerTest, ParallelAsksSpreadAndStillConverge) {
       const size_t start = history.size();
       std::set<Point> distinct;
       for (int j = 0; j < 12; ++j) {
-        Point p = AskOk(*sampler, history);
+        Point p = AskPoint(*sampler, history);
         distinct.insert(p);
         history.push_back(Running(static_cast<int64_t>(history.size()), std::move(p)));
       }
@@ -238,7 +220,7 @@ TEST(CmaEsSamplerTest, TrialsFromElsewhereInTheHistory) {
       history.push_back(Complete(i, std::move(p), v));
     }
     for (int i = 25; i < 300; ++i) {
-      Point p = AskOk(*sampler, history);
+      Point p = AskPoint(*sampler, history);
       const double v = Sphere(p);
       history.push_back(Complete(i, std::move(p), v));
     }
@@ -255,7 +237,7 @@ TEST(CmaEsSamplerTest, FailedTrialsRankLast) {
   // Everything with x0 > 1 "crashes": the search must still find the optimum (1, 1) from
   // the feasible side.
   for (int i = 0; i < 300; ++i) {
-    Point p = AskOk(*sampler, history);
+    Point p = AskPoint(*sampler, history);
     TrialRecord t = Running(i, p);
     if (p["x0"] > 1.0) {
       t.state = TrialState::kFailed;
@@ -297,7 +279,7 @@ TEST(CmaEsSamplerTest, OnlyFixedParameters) {
   auto space = SearchSpace::Create({fixed});
   ASSERT_TRUE(space.ok()) << space.status();
   auto sampler = MakeSampler(*space, CmaEsOptions{});
-  EXPECT_EQ(AskOk(*sampler, {}), (Point{{"epochs", 0}}));
+  EXPECT_EQ(AskPoint(*sampler, {}), (Point{{"epochs", 0}}));
 }
 
 TEST(CmaEsSamplerTest, BuiltByMakeAlgorithmAsCmaes) {
@@ -314,7 +296,7 @@ TEST(CmaEsSamplerTest, BuiltByMakeAlgorithmAsCmaes) {
   EXPECT_FALSE(sampler->options().surrogate);
   EXPECT_EQ(sampler->options().sigma0, 0.3);
   EXPECT_EQ(sampler->options().population_size, 12);
-  EXPECT_TRUE(AskOk(*sampler, {}).count("x0"));
+  EXPECT_TRUE(AskPoint(*sampler, {}).count("x0"));
 
   request.params = base::Json{{"sigma0", 2}};
   auto bad = MakeAlgorithm(request, space);

@@ -9,9 +9,13 @@
 
 #include "kiln/hpo/gp_internal.h"
 #include "kiln/hpo/testing/param_specs.h"
+#include "kiln/hpo/testing/trial_records.h"
 
 namespace kiln::hpo {
 namespace {
+
+using test_trials::AskPoint;
+using test_trials::Complete;
 
 using test_params::Double;
 
@@ -31,26 +35,10 @@ double Branin(const Point& p) {
   return std::pow(x2 - b * x1 * x1 + c * x1 - 6, 2) + 10 * (1 - t) * std::cos(x1) + 10;
 }
 
-TrialRecord Complete(int64_t number, Point params, double value) {
-  TrialRecord t;
-  t.number = number;
-  t.params = std::move(params);
-  t.state = TrialState::kComplete;
-  t.value = value;
-  return t;
-}
-
 std::unique_ptr<GpSampler> MakeSampler(const SearchSpace& space, GpOptions options) {
   auto sampler = GpSampler::Create(space, options);
   EXPECT_TRUE(sampler.ok()) << sampler.status();
   return std::move(*sampler);
-}
-
-Point AskOk(GpSampler& sampler, const std::vector<TrialRecord>& history) {
-  auto s = sampler.Ask(history);
-  EXPECT_TRUE(s.ok()) << s.status();
-  EXPECT_TRUE(s->has_value());
-  return (*s)->params;
 }
 
 // Runs `n` sequential trials of Branin and returns the best value.
@@ -58,7 +46,7 @@ double BestAfter(GpSampler& sampler, int n) {
   std::vector<TrialRecord> history;
   double best = INFINITY;
   for (int i = 0; i < n; ++i) {
-    Point p = AskOk(sampler, history);
+    Point p = AskPoint(sampler, history);
     const double v = Branin(p);
     best = std::min(best, v);
     history.push_back(Complete(i, std::move(p), v));
@@ -142,8 +130,8 @@ TEST(GpSamplerTest, SameSeedAndHistoryGiveTheSameProposal) {
   options.seed = 11;
   auto a = MakeSampler(space, options);
   auto b = MakeSampler(space, options);
-  EXPECT_EQ(AskOk(*a, history), AskOk(*b, history));
-  EXPECT_EQ(AskOk(*a, {}), AskOk(*b, {}));
+  EXPECT_EQ(AskPoint(*a, history), AskPoint(*b, history));
+  EXPECT_EQ(AskPoint(*a, {}), AskPoint(*b, {}));
 }
 
 TEST(GpSamplerTest, ProposesIgnoringValuesDuringInitPoints) {
@@ -154,12 +142,12 @@ TEST(GpSamplerTest, ProposesIgnoringValuesDuringInitPoints) {
   std::vector<TrialRecord> history = RandomHistory(space, 5, 4);
   std::vector<TrialRecord> flipped = history;
   for (TrialRecord& t : flipped) t.value = -*t.value;
-  EXPECT_EQ(AskOk(*sampler, history), AskOk(*sampler, flipped));
+  EXPECT_EQ(AskPoint(*sampler, history), AskPoint(*sampler, flipped));
   // Past the init phase the values steer the proposal.
   history = RandomHistory(space, 12, 4);
   flipped = history;
   for (TrialRecord& t : flipped) t.value = -*t.value;
-  EXPECT_NE(AskOk(*sampler, history), AskOk(*sampler, flipped));
+  EXPECT_NE(AskPoint(*sampler, history), AskPoint(*sampler, flipped));
 }
 
 TEST(GpSamplerTest, BeatsRandomSearchOnBraninAfterFortyTrials) {
@@ -185,7 +173,7 @@ TEST(GpSamplerTest, MovesAwayFromAPointThatIsAlreadyRunning) {
   const SearchSpace space = BraninSpace();
   std::vector<TrialRecord> history = RandomHistory(space, 15, 5);
   auto sampler = MakeSampler(space, GpOptions{});
-  const Point first = AskOk(*sampler, history);
+  const Point first = AskPoint(*sampler, history);
   for (int i = 0; i < 3; ++i) {
     TrialRecord running;
     running.number = static_cast<int64_t>(history.size());
@@ -193,7 +181,7 @@ TEST(GpSamplerTest, MovesAwayFromAPointThatIsAlreadyRunning) {
     running.state = TrialState::kRunning;
     history.push_back(running);
   }
-  const Point next = AskOk(*sampler, history);
+  const Point next = AskPoint(*sampler, history);
   const double dx = (next.at("x1") - first.at("x1")) / 15;
   const double dy = (next.at("x2") - first.at("x2")) / 15;
   EXPECT_GT(std::hypot(dx, dy), 0.01);
@@ -225,7 +213,7 @@ TEST(GpSamplerTest, ProposesValidIntCategoricalLogAndConditionalValues) {
   auto sampler = MakeSampler(*space, options);
   std::vector<TrialRecord> history;
   for (int i = 0; i < 25; ++i) {
-    Point p = AskOk(*sampler, history);
+    Point p = AskPoint(*sampler, history);
     ASSERT_TRUE(p.count("lr") && p.count("width") && p.count("opt") && p.count("epochs"));
     EXPECT_GE(p["lr"], 1e-5);
     EXPECT_LE(p["lr"], 1e-1);
@@ -254,28 +242,28 @@ TEST(GpSamplerTest, StaysFiniteOnDuplicatePointsConstantValuesAndOneObservation)
   };
   const Point at{{"x1", 1.0}, {"x2", 2.0}};
   // One observation.
-  EXPECT_TRUE(valid(AskOk(*sampler, {Complete(0, at, 5)})));
+  EXPECT_TRUE(valid(AskPoint(*sampler, {Complete(0, at, 5)})));
   // The same point twenty times with different values (noise the model must absorb).
   std::vector<TrialRecord> duplicates;
   for (int i = 0; i < 20; ++i) duplicates.push_back(Complete(i, at, i % 2 ? 1.0 : 3.0));
-  EXPECT_TRUE(valid(AskOk(*sampler, duplicates)));
+  EXPECT_TRUE(valid(AskPoint(*sampler, duplicates)));
   // Constant objective everywhere.
   std::vector<TrialRecord> constant = RandomHistory(space, 20, 6);
   for (TrialRecord& t : constant) t.value = 4.0;
-  EXPECT_TRUE(valid(AskOk(*sampler, constant)));
+  EXPECT_TRUE(valid(AskPoint(*sampler, constant)));
   // Huge values.
   std::vector<TrialRecord> huge = RandomHistory(space, 20, 7);
   for (TrialRecord& t : huge) t.value = *t.value * 1e200;
-  EXPECT_TRUE(valid(AskOk(*sampler, huge)));
+  EXPECT_TRUE(valid(AskPoint(*sampler, huge)));
   // Only running and failed trials: random.
   TrialRecord failed;
   failed.params = at;
   failed.state = TrialState::kFailed;
-  EXPECT_TRUE(valid(AskOk(*sampler, {failed})));
+  EXPECT_TRUE(valid(AskPoint(*sampler, {failed})));
   options.noiseless = false;
   auto noisy = MakeSampler(space, options);
-  EXPECT_TRUE(valid(AskOk(*noisy, duplicates)));
-  EXPECT_TRUE(valid(AskOk(*noisy, constant)));
+  EXPECT_TRUE(valid(AskPoint(*noisy, duplicates)));
+  EXPECT_TRUE(valid(AskPoint(*noisy, constant)));
 }
 
 TEST(GpInternalTest, CholeskyFactorsPositiveDefiniteAndRejectsIndefinite) {

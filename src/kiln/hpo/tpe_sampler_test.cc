@@ -11,9 +11,13 @@
 #include <vector>
 
 #include "kiln/hpo/testing/param_specs.h"
+#include "kiln/hpo/testing/trial_records.h"
 
 namespace kiln::hpo {
 namespace {
+
+using test_trials::AskPoint;
+using test_trials::Complete;
 
 using ::testing::HasSubstr;
 
@@ -43,22 +47,6 @@ std::unique_ptr<TpeSampler> MakeTpe(const SearchSpace& space, TpeOptions options
   return *std::move(sampler);
 }
 
-Point AskPoint(Sampler& sampler, const std::vector<TrialRecord>& history) {
-  auto s = sampler.Ask(history);
-  EXPECT_TRUE(s.ok()) << s.status();
-  EXPECT_TRUE(s->has_value());
-  return (*s)->params;
-}
-
-TrialRecord Completed(int64_t number, Point params, double value) {
-  TrialRecord t;
-  t.number = number;
-  t.params = std::move(params);
-  t.state = TrialState::kComplete;
-  t.value = value;
-  return t;
-}
-
 // Runs `n` sequential ask/tell rounds of `objective`; returns the best value found.
 double Minimize(Sampler& sampler, const std::function<double(const Point&)>& objective, int n,
                 std::vector<TrialRecord>* history_out = nullptr) {
@@ -68,7 +56,7 @@ double Minimize(Sampler& sampler, const std::function<double(const Point&)>& obj
     Point p = AskPoint(sampler, history);
     const double v = objective(p);
     best = std::min(best, v);
-    history.push_back(Completed(i, std::move(p), v));
+    history.push_back(Complete(i, std::move(p), v));
   }
   if (history_out) *history_out = std::move(history);
   return best;
@@ -104,7 +92,7 @@ TEST(TpeSamplerTest, StartupPhaseIsUniformRandom) {
   std::vector<TrialRecord> history;
   // Nine finished trials all at one corner: a model would propose near it; the startup
   // phase ignores them and spreads proposals over the whole box.
-  for (int i = 0; i < 9; ++i) history.push_back(Completed(i, {{"x", 4.9}, {"y", 4.9}}, 0.0));
+  for (int i = 0; i < 9; ++i) history.push_back(Complete(i, {{"x", 4.9}, {"y", 4.9}}, 0.0));
   int far = 0;
   for (int seed = 0; seed < 40; ++seed) {
     auto s = MakeTpe(space, {.seed = static_cast<uint64_t>(seed), .n_startup = 10});
@@ -150,8 +138,8 @@ TEST(TpeSamplerTest, ConstantLiarSpreadsProposalsAwayFromRunningTrials) {
     // liar, TPE often proposes next to `busy`.
     std::vector<TrialRecord> history;
     std::mt19937_64 rng(seed);
-    for (int i = 0; i < 4; ++i) history.push_back(Completed(i, busy, 0.0));
-    for (int i = 4; i < 40; ++i) history.push_back(Completed(i, space.SampleUniform(rng), 10.0));
+    for (int i = 0; i < 4; ++i) history.push_back(Complete(i, busy, 0.0));
+    for (int i = 4; i < 40; ++i) history.push_back(Complete(i, space.SampleUniform(rng), 10.0));
     // Four workers are already evaluating `busy`.
     for (int i = 40; i < 44; ++i) {
       TrialRecord running;
