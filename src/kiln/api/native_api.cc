@@ -213,8 +213,8 @@ void NativeApi::UploadPackage(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
   if (!who.is_user())
     return SendError(res, absl::PermissionDeniedError("tasks cannot upload packages"));
-  KILN_API_ASSIGN(store::PackageRecord p,
-                  StorePackage(store_, options_.data_dir, req.Query("name").value_or(""), req.body));
+  KILN_API_ASSIGN(store::PackageRecord p, StorePackage(store_, options_.data_dir,
+                                                       req.Query("name").value_or(""), req.body));
   SendJson(res, 201, {{"id", p.id}, {"name", p.name}, {"kind", p.kind}, {"size", p.size}});
 }
 

@@ -64,8 +64,8 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
   if (!body.is_object()) {
     return absl::InvalidArgumentError("the job request must be a JSON object (see docs/api.md)");
   }
-  static const char* const kKnown[] = {"name", "command",   "package", "resources",
-                                      "env",  "config",    "workdir"};
+  static const char* const kKnown[] = {"name", "command", "package", "resources",
+                                       "env",  "config",  "workdir"};
   for (auto it = body.begin(); it != body.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;

@@ -113,8 +113,8 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->experiments_api->Register(router);
   api::WmlaApiOptions wmla_options;
   wmla_options.data_dir = options.data_dir;
-  impl->wmla_api = std::make_unique<api::WmlaApi>(impl->io, *impl->store, *impl->auth,
-                                                  *impl->jobs, *impl->experiments, wmla_options);
+  impl->wmla_api = std::make_unique<api::WmlaApi>(impl->io, *impl->store, *impl->auth, *impl->jobs,
+                                                  *impl->experiments, wmla_options);
   impl->wmla_api->Register(router);
   net::HttpServerOptions server_options;
   server_options.address = options.address;
