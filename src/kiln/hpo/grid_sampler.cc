@@ -2,9 +2,7 @@
 #include "kiln/hpo/grid_sampler.h"
 
 #include <cctype>
-#include <cerrno>
 #include <cmath>
-#include <cstdlib>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -20,19 +18,7 @@ std::string Lower(std::string s) {
 }
 
 absl::StatusOr<double> ParseNumber(const base::Json& v, const std::string& where) {
-  if (v.is_number()) {
-    double d = v.get<double>();
-    if (std::isfinite(d)) return d;
-  } else if (v.is_string()) {
-    const auto& s = v.get_ref<const std::string&>();
-    char* end = nullptr;
-    errno = 0;
-    double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && !std::isspace(static_cast<unsigned char>(s[0])) &&
-        end == s.c_str() + s.size() && errno == 0 && std::isfinite(d)) {
-      return d;
-    }
-  }
+  if (std::optional<double> d = NumberOrNumericString(v)) return *d;
   return absl::InvalidArgumentError(
       absl::StrCat(where, ": fixedVal ", base::DumpJson(v).substr(0, 64), " is not a number"));
 }

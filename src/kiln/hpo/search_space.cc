@@ -184,19 +184,7 @@ absl::Status ValidateParam(const ParamSpec& p) {
 // A number given as a JSON number or a numeric string ("0.002", as WMLA sends).
 absl::StatusOr<double> NumberOf(const base::Json& v, const std::string& name,
                                 const std::string& field) {
-  if (v.is_number()) {
-    double d = v.get<double>();
-    if (std::isfinite(d)) return d;
-  } else if (v.is_string()) {
-    const auto& s = v.get_ref<const std::string&>();
-    char* end = nullptr;
-    errno = 0;
-    double d = std::strtod(s.c_str(), &end);
-    if (!s.empty() && end == s.c_str() + s.size() && errno == 0 && std::isfinite(d) &&
-        !std::isspace(static_cast<unsigned char>(s[0]))) {
-      return d;
-    }
-  }
+  if (std::optional<double> d = NumberOrNumericString(v)) return *d;
   return Invalid(name, absl::StrCat(field, " must be a finite number or numeric string (got ",
                                     base::DumpJson(v).substr(0, 64), ")"));
 }
@@ -709,6 +697,23 @@ std::optional<int64_t> SearchSpace::GridSize() const {
     }
   }
   return total;
+}
+
+std::optional<double> NumberOrNumericString(const base::Json& v) {
+  if (v.is_number()) {
+    double d = v.get<double>();
+    if (std::isfinite(d)) return d;
+  } else if (v.is_string()) {
+    const auto& s = v.get_ref<const std::string&>();
+    char* end = nullptr;
+    errno = 0;
+    double d = std::strtod(s.c_str(), &end);
+    if (!s.empty() && !std::isspace(static_cast<unsigned char>(s[0])) &&
+        end == s.c_str() + s.size() && errno == 0 && std::isfinite(d)) {
+      return d;
+    }
+  }
+  return std::nullopt;
 }
 
 }  // namespace kiln::hpo

@@ -110,4 +110,9 @@ class SearchSpace {
   std::vector<ParamSpec> params_;
 };
 
+// A finite number given as a JSON number or as a string that is exactly one ("0.002", as
+// WMLA sends its step, power and fixedVal); nullopt for anything else, including a
+// string with leading or trailing space.
+std::optional<double> NumberOrNumericString(const base::Json& v);
+
 }  // namespace kiln::hpo
