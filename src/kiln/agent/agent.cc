@@ -129,6 +129,14 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::Create(AgentOptions options) {
     task.dir = entry.path().string();
     auto err = base::ReadFile(task.dir + "/" + kLaunchErrorFile);
     if (err.ok()) task.launch_error = *err;
+    if (!err.ok() && absl::IsNotFound(InspectTask(task.dir).status())) {
+      // The earlier agent stopped while preparing it: nothing was launched (the shim
+      // writes shim.json within milliseconds of starting, long before an agent restarts).
+      // Adopting it would claim a task that never reports; leaving it out makes the master
+      // send the launch again (its sync is level-triggered).
+      (void)base::RemoveAll(task.dir);
+      continue;
+    }
     agent->tasks_[job_id] = task;
   }
   if (!agent->tasks_.empty()) {
