@@ -305,7 +305,7 @@ absl::StatusOr<ExperimentSpec> ExperimentSpecFromJson(const base::Json& j) {
   KILN_ASSIGN_OR_RETURN(spec.description, base::GetStringOr(j, "description", ""));
   KILN_ASSIGN_OR_RETURN(spec.dialect, base::GetStringOr(j, "dialect", "native"));
   if (!j.contains("trial")) return absl::InternalError("stored experiment spec has no trial");
-  KILN_ASSIGN_OR_RETURN(spec.trial, ParseJobSpec(j["trial"]));
+  KILN_ASSIGN_OR_RETURN(spec.trial, JobSpecFromStoredJson(j["trial"]));
   spec.search_space = j.value("search_space", base::Json::object());
   KILN_ASSIGN_OR_RETURN(spec.wmla_space, base::GetBoolOr(j, "wmla_space", false));
   KILN_ASSIGN_OR_RETURN(spec.algorithm, base::GetStringOr(j, "algorithm", "random"));

@@ -90,22 +90,7 @@ absl::Status JobController::Recover() {
     auto body = base::ParseJson(record.spec_json);
     if (!body.ok())
       return absl::InternalError(absl::StrCat("job ", record.id, " has a corrupt spec"));
-    // Kiln itself sets some KILN_* variables in stored specs (KILN_EXPERIMENT_ID on
-    // experiment trials), which ParseJobSpec refuses from users: validate without them.
-    std::map<std::string, std::string> kiln_env;
-    if (body->contains("env") && (*body)["env"].is_object()) {
-      base::Json& env = (*body)["env"];
-      for (auto it = env.begin(); it != env.end();) {
-        if (it.key().rfind("KILN_", 0) == 0 && it.value().is_string()) {
-          kiln_env[it.key()] = it.value().get<std::string>();
-          it = env.erase(it);
-        } else {
-          ++it;
-        }
-      }
-    }
-    auto spec = ParseJobSpec(*body);
-    if (spec.ok()) spec->env.insert(kiln_env.begin(), kiln_env.end());
+    auto spec = JobSpecFromStoredJson(*body);
     if (!spec.ok())
       return absl::InternalError(absl::StrCat("job ", record.id, ": ", spec.status().message()));
     int64_t id = record.id;

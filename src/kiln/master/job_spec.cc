@@ -60,7 +60,12 @@ absl::Status ValidateWorkdir(const std::string& workdir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
+namespace {
+
+// `from_user`: a request body, where the KILN_* environment is reserved; otherwise a spec
+// Kiln stored itself, which may carry the KILN_* variables Kiln set (an experiment's
+// trials carry KILN_EXPERIMENT_ID and KILN_TRIAL_ID).
+absl::StatusOr<JobSpec> ParseJobSpecFrom(const base::Json& body, bool from_user) {
   if (!body.is_object()) {
     return absl::InvalidArgumentError("the job request must be a JSON object (see docs/api.md)");
   }
@@ -151,7 +156,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
       return absl::InvalidArgumentError(absl::StrCat(
           "env name \"", name, "\" is not a valid variable name (letters, digits, _)"));
     }
-    if (absl::StartsWith(name, "KILN_")) {
+    if (from_user && absl::StartsWith(name, "KILN_")) {
       return absl::InvalidArgumentError(absl::StrCat(
           "env name \"", name, "\" is reserved: Kiln sets the KILN_* variables itself"));
     }
@@ -176,6 +181,16 @@ absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
   KILN_ASSIGN_OR_RETURN(spec.workdir, base::GetStringOr(body, "workdir", ""));
   KILN_RETURN_IF_ERROR(ValidateWorkdir(spec.workdir));
   return spec;
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body) {
+  return ParseJobSpecFrom(body, /*from_user=*/true);
+}
+
+absl::StatusOr<JobSpec> JobSpecFromStoredJson(const base::Json& stored) {
+  return ParseJobSpecFrom(stored, /*from_user=*/false);
 }
 
 base::Json JobSpecToJson(const JobSpec& spec) {

@@ -36,6 +36,9 @@ struct JobSpec {
 // Validates a job request body (docs/api.md). InvalidArgument naming the field and the fix.
 absl::StatusOr<JobSpec> ParseJobSpec(const base::Json& body);
 base::Json JobSpecToJson(const JobSpec& spec);
+// Reads back what JobSpecToJson stored: the same checks as ParseJobSpec, except that the
+// KILN_* environment Kiln itself set (trials' KILN_EXPERIMENT_ID...) is allowed.
+absl::StatusOr<JobSpec> JobSpecFromStoredJson(const base::Json& stored);
 // OK for "" or a relative path inside the package (no "..", ".", or leading '/').
 absl::Status ValidateWorkdir(const std::string& workdir);
 
