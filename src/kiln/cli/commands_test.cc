@@ -37,6 +37,7 @@ TEST(ArgumentsTest, EveryCommandHasHelp) {
        std::vector<std::vector<std::string>>{{"run", "--help"},
                                              {"jobs", "--help"},
                                              {"job", "show", "--help"},
+                                             {"job", "scale", "--help"},
                                              {"logs", "--help"},
                                              {"metrics", "--help"},
                                              {"kill", "--help"},
@@ -88,6 +89,29 @@ TEST(ArgumentsTest, UnknownRunOptionSuggestsDashes) {
   CliHarness h;
   EXPECT_EQ(h.Run({"run", "--epochs", "2"}), 2);
   EXPECT_THAT(h.err(), AllOf(HasSubstr("kiln run has no option --epochs"), HasSubstr("'--'")));
+}
+
+TEST(ArgumentsTest, BadWorkersIsAUsageErrorNamingTheForms) {
+  CliHarness h;
+  EXPECT_EQ(h.Run({"run", "--no-package", "--workers", "3:1", "--", "echo"}), 2);
+  EXPECT_THAT(h.err(), AllOf(HasSubstr("kiln: --workers 3:1: MIN (3) is larger than MAX (1)"),
+                             HasSubstr("--workers N"), HasSubstr("--workers MIN:MAX")));
+  h.Clear();
+  EXPECT_EQ(h.Run({"run", "--no-package", "--workers", "a:b", "--", "echo"}), 2);
+  EXPECT_THAT(h.err(), HasSubstr("kiln: --workers \"a:b\" is not MIN:MAX"));
+  h.Clear();
+  EXPECT_EQ(h.Run({"run", "--no-package", "--min-workers-timeout", "60", "--", "echo"}), 2);
+  EXPECT_THAT(h.err(), HasSubstr("add --workers MIN:MAX"));
+}
+
+TEST(ArgumentsTest, ScaleNeedsAPositiveWorkerCount) {
+  CliHarness h;
+  EXPECT_EQ(h.Run({"job", "scale", "7"}), 2);
+  EXPECT_THAT(h.err(), HasSubstr("kiln job scale --help"));
+  h.Clear();
+  EXPECT_EQ(h.Run({"job", "scale", "7", "0"}), 2);
+  h.Clear();
+  EXPECT_EQ(h.Run({"job", "scale", "7", "two"}), 2);
 }
 
 TEST(ArgumentsTest, PackageAndNoPackageExcludeEachOther) {
@@ -392,6 +416,25 @@ TEST_F(RunCommandTest, WaitOnAKilledJobExitsWith137) {
   EXPECT_EQ(h_.Run({"run", "--no-package", "--wait", "--", "sleep", "100"}), 137);
 }
 
+TEST_F(RunCommandTest, WorkersRangeSubmitsAnElasticJob) {
+  EXPECT_EQ(h_.Run({"run", "--no-package", "--workers", "1:4", "--slots", "2",
+                    "--min-workers-timeout", "30", "--", "python3", "train.py"}),
+            0)
+      << h_.err();
+  EXPECT_EQ(h_.out(), "7\n");
+  EXPECT_EQ(JobRequest(), base::Json::parse(R"({
+      "command": ["python3", "train.py"], "resources": {"slots": 2, "gpus": 0}, "env": {},
+      "min_workers": 1, "max_workers": 4, "min_workers_timeout_s": 30})"));
+}
+
+TEST_F(RunCommandTest, WorkersCountSubmitsAStaticJob) {
+  EXPECT_EQ(h_.Run({"run", "--no-package", "--workers", "2", "--", "python3", "ddp.py"}), 0)
+      << h_.err();
+  EXPECT_EQ(JobRequest(), base::Json::parse(R"({
+      "command": ["python3", "ddp.py"], "resources": {"slots": 1, "gpus": 0}, "env": {},
+      "workers": 2})"));
+}
+
 // --- Reading jobs ----------------------------------------------------------------------
 
 TEST(JobsCommandTest, FollowsPagesWithAll) {
@@ -449,6 +492,54 @@ TEST(JobsCommandTest, ShowKillAndMetrics) {
   EXPECT_EQ(h.out(),
             "NAME  GROUP  LAST  STEP  MIN   MAX  POINTS\n"
             "loss  test   0.51  2     0.51  0.9  2\n");
+}
+
+TEST(JobScaleTest, PostsTheTargetAndPrintsIt) {
+  FakeMaster master;
+  master.On("POST", "/api/v1/jobs/{id}/scale", [](net::HttpRequest& req, net::Responder r) {
+    base::Json job = JobRecord(7, "RUNNING");
+    job["workers"] = {
+        {"min", 1}, {"max", 4}, {"target", base::Json::parse(req.body)["workers"]}, {"live", 1}};
+    r.Send(net::JsonResponse(200, job));
+  });
+  master.Start();
+  CliHarness h;
+  h.env["KILN_URL"] = master.url();
+  EXPECT_EQ(h.Run({"job", "scale", "7", "3"}), 0) << h.err();
+  auto requests = master.RequestsTo("/api/v1/jobs/7/scale");
+  ASSERT_EQ(requests.size(), 1u);
+  EXPECT_EQ(base::Json::parse(requests[0].body), base::Json::parse(R"({"workers": 3})"));
+  EXPECT_EQ(h.out(), "job 7: target 3 workers (min 1, max 4; 1 live now)\n");
+  EXPECT_THAT(h.err(), HasSubstr("kiln job show 7"));
+  h.Clear();
+  EXPECT_EQ(h.Run({"job", "scale", "--json", "7", "2"}), 0) << h.err();
+  EXPECT_EQ(base::Json::parse(h.out())["workers"]["target"], 2);
+}
+
+TEST(JobScaleTest, ServerErrorsPassThroughWithTheirExitCodes) {
+  FakeMaster master;
+  master.On("POST", "/api/v1/jobs/{id}/scale", [](net::HttpRequest& req, net::Responder r) {
+    if (req.path == "/api/v1/jobs/7/scale") {
+      r.Send(net::ErrorResponse(absl::InvalidArgumentError(
+          "\"workers\" must be between min_workers 1 and max_workers 4, got 9")));
+    } else if (req.path == "/api/v1/jobs/8/scale") {
+      r.Send(net::ErrorResponse(
+          absl::FailedPreconditionError("job 8 is not elastic; only elastic jobs scale")));
+    } else {
+      r.Send(net::ErrorResponse(absl::NotFoundError("job 99 not found")));
+    }
+  });
+  master.Start();
+  CliHarness h;
+  h.env["KILN_URL"] = master.url();
+  EXPECT_EQ(h.Run({"job", "scale", "7", "9"}), 2);
+  EXPECT_EQ(h.err(), "kiln: \"workers\" must be between min_workers 1 and max_workers 4, got 9\n");
+  h.Clear();
+  EXPECT_EQ(h.Run({"job", "scale", "8", "2"}), 1);
+  EXPECT_EQ(h.err(), "kiln: job 8 is not elastic; only elastic jobs scale\n");
+  h.Clear();
+  EXPECT_EQ(h.Run({"job", "scale", "99", "2"}), 4);
+  EXPECT_THAT(h.out(), IsEmpty());
 }
 
 TEST(LogsCommandTest, PrintsStreamedLinesAsText) {

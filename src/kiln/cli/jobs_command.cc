@@ -1,6 +1,7 @@
 #include "kiln/cli/jobs_command.h"
 
 #include <algorithm>
+#include <functional>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -10,6 +11,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kiln/base/status.h"
 #include "kiln/cli/commands_internal.h"
 #include "kiln/cli/connection.h"
@@ -51,6 +53,48 @@ std::string TimeWithAge(const base::Json& job, std::string_view field, int64_t n
   std::optional<int64_t> at = TimestampField(job, field);
   if (!at) return Text(job, field);
   return absl::StrCat(Text(job, field), " (", FormatAge(now_micros - *at), " ago)");
+}
+
+// The job's `workers` object ({"min","max","target","live"}), or nullptr for a
+// single-process job.
+const base::Json* WorkersOf(const base::Json& job) {
+  if (!job.is_object()) return nullptr;
+  auto it = job.find("workers");
+  if (it == job.end() || !it->is_object()) return nullptr;
+  return &*it;
+}
+
+// "2 live (min 1, max 4, target 2)".
+std::string WorkersSummary(const base::Json& workers) {
+  return absl::StrCat(Text(workers, "live"), " live (min ", Text(workers, "min"), ", max ",
+                      Text(workers, "max"), ", target ", Text(workers, "target"), ")");
+}
+
+// A list of ids (or other scalars) as "8,9,12".
+std::string JoinList(const base::Json& list) {
+  if (!list.is_array() || list.empty()) return "-";
+  std::vector<std::string> words;
+  for (const base::Json& item : list) {
+    words.push_back(item.is_string() ? item.get<std::string>() : base::DumpJson(item));
+  }
+  return absl::StrJoin(words, ",");
+}
+
+// The rendered `table` indented under a "title:" line; long lists keep their newest
+// `max_rows` rows (the API lists oldest first) and say how many were left out.
+std::string Section(const std::string& title, const base::Json& items, size_t max_rows, Table table,
+                    const std::function<std::vector<std::string>(const base::Json&)>& row) {
+  const size_t skipped = items.size() > max_rows ? items.size() - max_rows : 0;
+  for (size_t i = skipped; i < items.size(); ++i) table.AddRow(row(items[i]));
+  std::string out = absl::StrCat(title, ":\n");
+  for (absl::string_view line : absl::StrSplit(table.Render(), '\n', absl::SkipEmpty())) {
+    absl::StrAppend(&out, "  ", line, "\n");
+  }
+  if (skipped > 0) {
+    absl::StrAppend(&out, "  (", skipped, " older not shown; --json lists all ", items.size(),
+                    ")\n");
+  }
+  return out;
 }
 
 std::string JobIdArg(int64_t id) { return absl::StrCat("/api/v1/jobs/", id); }
@@ -120,6 +164,21 @@ absl::Status ShowJob(int64_t id, bool json, Invocation& inv) {
   return absl::OkStatus();
 }
 
+absl::Status ScaleJob(int64_t id, int64_t workers, bool json, Invocation& inv) {
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<ApiClient> api, ConnectApi(inv));
+  KILN_ASSIGN_OR_RETURN(base::Json job, api->PostJson(absl::StrCat(JobIdArg(id), "/scale"),
+                                                      base::Json{{"workers", workers}}));
+  if (json) {
+    *inv.out << base::DumpJson(job, 2) << "\n";
+    return absl::OkStatus();
+  }
+  *inv.out << RenderScaleResult(id, workers, job) << "\n";
+  *inv.err << "Kiln starts workers as slots free up and asks the newest to leave when "
+              "shrinking; 'kiln job show "
+           << id << "' shows them\n";
+  return absl::OkStatus();
+}
+
 absl::Status KillJob(int64_t id, Invocation& inv) {
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<ApiClient> api, ConnectApi(inv));
   KILN_ASSIGN_OR_RETURN(base::Json job,
@@ -159,13 +218,27 @@ void AddJobId(CLI::App& command, int64_t& id) {
 }  // namespace
 
 std::string RenderJobsTable(const base::Json& jobs, int64_t now_micros) {
-  Table table({"ID", "NAME", "USER", "STATE", "SLOTS", "GPUS", "AGE", "DURATION", "EXIT"});
+  // The WORKERS column appears only when it says something, so a cluster that runs no
+  // distributed jobs keeps its narrower table.
+  const bool any_distributed =
+      std::any_of(jobs.begin(), jobs.end(), [](const base::Json& j) { return WorkersOf(j); });
+  std::vector<std::string> header = {"ID", "NAME", "USER", "STATE", "SLOTS", "GPUS"};
+  if (any_distributed) header.push_back("WORKERS");
+  header.insert(header.end(), {"AGE", "DURATION", "EXIT"});
+  Table table(std::move(header));
   for (const base::Json& job : jobs) {
     std::optional<int64_t> created = TimestampField(job, "created_at");
-    table.AddRow({Text(job, "id"), Text(job, "name"), Text(job, "user"), Text(job, "state"),
-                  Resource(job, "slots"), Resource(job, "gpus"),
-                  created ? FormatAge(now_micros - *created) : "-", Duration(job, now_micros),
-                  Text(job, "exit_code")});
+    std::vector<std::string> row = {Text(job, "id"),        Text(job, "name"),
+                                    Text(job, "user"),      Text(job, "state"),
+                                    Resource(job, "slots"), Resource(job, "gpus")};
+    if (any_distributed) {
+      const base::Json* workers = WorkersOf(job);
+      row.push_back(workers ? absl::StrCat(Text(*workers, "live"), "/", Text(*workers, "max"))
+                            : "-");
+    }
+    row.insert(row.end(), {created ? FormatAge(now_micros - *created) : "-",
+                           Duration(job, now_micros), Text(job, "exit_code")});
+    table.AddRow(std::move(row));
   }
   return table.Render();
 }
@@ -185,8 +258,11 @@ std::string RenderJobDetails(const base::Json& job, int64_t now_micros) {
       words.push_back(w.is_string() ? w.get<std::string>() : base::DumpJson(w));
     rows.emplace_back("command", FormatCommand(words));
   }
-  rows.emplace_back("resources", absl::StrCat(Resource(job, "slots"), " slots, ",
-                                              Resource(job, "gpus"), " GPUs"));
+  const base::Json* workers = WorkersOf(job);
+  if (workers) rows.emplace_back("workers", WorkersSummary(*workers));
+  rows.emplace_back("resources",
+                    absl::StrCat(Resource(job, "slots"), " slots, ", Resource(job, "gpus"), " GPUs",
+                                 workers ? " per worker" : ""));
   rows.emplace_back("agent", Text(job, "agent"));
   if (auto it = job.find("package"); it != job.end() && it->is_object()) {
     rows.emplace_back("package", it->contains("id") ? Text(*it, "id") : Text(*it, "path"));
@@ -213,7 +289,36 @@ std::string RenderJobDetails(const base::Json& job, int64_t now_micros) {
   for (const auto& [key, value] : rows) {
     absl::StrAppend(&out, key, ":", std::string(width - key.size() + 2, ' '), value, "\n");
   }
+  if (auto it = job.find("tasks"); it != job.end() && it->is_array() && !it->empty()) {
+    absl::StrAppend(
+        &out, Section("tasks", *it, kMaxTaskRows, Table({"ID", "STATE", "AGENT", "EXIT", "REASON"}),
+                      [](const base::Json& task) -> std::vector<std::string> {
+                        return {Text(task, "id"), Text(task, "state"), Text(task, "agent"),
+                                Text(task, "exit_code"), Text(task, "reason")};
+                      }));
+  }
+  if (auto it = job.find("generations"); it != job.end() && it->is_array() && !it->empty()) {
+    absl::StrAppend(
+        &out, Section("generations", *it, kMaxGenerationRows,
+                      Table({"ID", "WORLD SIZE", "MEMBERS", "STARTED", "REASON"}),
+                      [now_micros](const base::Json& generation) -> std::vector<std::string> {
+                        std::optional<int64_t> started = TimestampField(generation, "started_at");
+                        auto members = generation.find("members");
+                        return {Text(generation, "id"), Text(generation, "world_size"),
+                                members == generation.end() ? "-" : JoinList(*members),
+                                started ? FormatAge(now_micros - *started) + " ago" : "-",
+                                Text(generation, "reason")};
+                      }));
+  }
   return out;
+}
+
+std::string RenderScaleResult(int64_t id, int64_t requested, const base::Json& job) {
+  const base::Json* workers = WorkersOf(job);
+  if (!workers) return absl::StrCat("job ", id, ": target ", requested, " workers");
+  return absl::StrCat("job ", id, ": target ", Text(*workers, "target"), " workers (min ",
+                      Text(*workers, "min"), ", max ", Text(*workers, "max"), "; ",
+                      Text(*workers, "live"), " live now)");
 }
 
 std::string RenderMetricsTable(const base::Json& metrics) {
@@ -263,7 +368,7 @@ void RegisterJobCommands(CLI::App& app, Invocation& inv) {
   AddUrlOption(*jobs, inv);
   jobs->callback([&inv, list] { inv.command = [&inv, list] { return ListJobs(*list, inv); }; });
 
-  CLI::App* job = app.add_subcommand("job", "Inspect one job");
+  CLI::App* job = app.add_subcommand("job", "Inspect one job, or scale a distributed one");
   job->require_subcommand(1);
   auto show_id = std::make_shared<int64_t>(0);
   auto show_json = std::make_shared<bool>(false);
@@ -273,6 +378,26 @@ void RegisterJobCommands(CLI::App& app, Invocation& inv) {
   AddUrlOption(*show, inv);
   show->callback([&inv, show_id, show_json] {
     inv.command = [&inv, show_id, show_json] { return ShowJob(*show_id, *show_json, inv); };
+  });
+
+  auto scale_id = std::make_shared<int64_t>(0);
+  auto scale_workers = std::make_shared<int64_t>(0);
+  auto scale_json = std::make_shared<bool>(false);
+  CLI::App* scale = job->add_subcommand(
+      "scale", "Set how many workers an elastic job should run (MIN <= N <= MAX)");
+  AddJobId(*scale, *scale_id);
+  scale->add_option("N", *scale_workers, "The new target number of workers")
+      ->required()
+      ->check(CLI::PositiveNumber);
+  scale->add_flag("--json", *scale_json, "Print the job record as JSON");
+  AddUrlOption(*scale, inv);
+  scale->footer(
+      "Kiln grows the job toward N as slots free up, and shrinks it by asking its newest\n"
+      "workers to leave; the others keep training. Example: kiln job scale 7 3");
+  scale->callback([&inv, scale_id, scale_workers, scale_json] {
+    inv.command = [&inv, scale_id, scale_workers, scale_json] {
+      return ScaleJob(*scale_id, *scale_workers, *scale_json, inv);
+    };
   });
 
   auto kill_id = std::make_shared<int64_t>(0);

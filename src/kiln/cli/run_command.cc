@@ -23,6 +23,22 @@ namespace {
 constexpr char kCommandHint[] =
     "put the command to run after '--', for example: kiln run --slots 2 -- python3 train.py";
 
+constexpr char kWorkersForms[] =
+    "use --workers N for a static job of exactly N workers, or --workers MIN:MAX for an "
+    "elastic job of MIN to MAX workers (1 <= MIN <= MAX), e.g. --workers 2 or --workers 1:4";
+
+// A whole count without sign, spaces or other characters; nullopt otherwise (and for
+// counts too large for an int, which no cluster has workers for).
+std::optional<int> ParseCount(std::string_view text) {
+  if (text.empty() || text.size() > 9) return std::nullopt;
+  int value = 0;
+  for (char c : text) {
+    if (c < '0' || c > '9') return std::nullopt;
+    value = value * 10 + (c - '0');
+  }
+  return value;
+}
+
 std::string Basename(std::string path) {
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   size_t slash = path.rfind('/');
@@ -108,6 +124,39 @@ absl::StatusOr<std::map<std::string, std::string>> ParseEnvAssignments(
   return env;
 }
 
+absl::StatusOr<WorkerCount> ParseWorkersFlag(std::string_view text) {
+  const std::string given(text);
+  size_t colon = text.find(':');
+  if (colon == std::string_view::npos) {
+    std::optional<int> n = ParseCount(text);
+    if (!n) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--workers \"", given, "\" is not a worker count; ", kWorkersForms));
+    }
+    if (*n < 1) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--workers ", given, ": a job needs at least 1 worker; ", kWorkersForms));
+    }
+    return WorkerCount{.min = *n, .max = *n, .elastic = false};
+  }
+  std::optional<int> min = ParseCount(text.substr(0, colon));
+  std::optional<int> max = ParseCount(text.substr(colon + 1));
+  if (!min || !max) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--workers \"", given, "\" is not MIN:MAX with two whole numbers; ", kWorkersForms));
+  }
+  if (*min < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workers ", given, ": MIN must be at least 1; ", kWorkersForms));
+  }
+  if (*min > *max) {
+    return absl::InvalidArgumentError(absl::StrCat("--workers ", given, ": MIN (", *min,
+                                                   ") is larger than MAX (", *max, "); ",
+                                                   kWorkersForms));
+  }
+  return WorkerCount{.min = *min, .max = *max, .elastic = true};
+}
+
 absl::StatusOr<base::Json> LoadConfigFile(const std::string& path) {
   absl::StatusOr<std::string> text = base::ReadFile(path);
   if (absl::IsNotFound(text.status())) {
@@ -145,6 +194,43 @@ absl::StatusOr<base::Json> BuildJobRequest(const RunOptions& options,
       {"resources", {{"slots", options.slots}, {"gpus", options.gpus}}},
       {"env", env},
   };
+  std::optional<WorkerCount> workers;
+  if (!options.workers.empty()) {
+    KILN_ASSIGN_OR_RETURN(workers, ParseWorkersFlag(options.workers));
+  }
+  const bool elastic = workers && workers->elastic;
+  if (options.min_workers_timeout_s) {
+    if (!elastic) {
+      return absl::InvalidArgumentError(
+          "--min-workers-timeout applies only to elastic jobs; add --workers MIN:MAX");
+    }
+    if (*options.min_workers_timeout_s < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--min-workers-timeout must be 0 or more seconds, got ", *options.min_workers_timeout_s));
+    }
+  }
+  if (options.max_worker_failures) {
+    if (!elastic) {
+      return absl::InvalidArgumentError(
+          "--max-worker-failures applies only to elastic jobs; add --workers MIN:MAX");
+    }
+    if (*options.max_worker_failures < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--max-worker-failures must be 0 or more, got ", *options.max_worker_failures));
+    }
+  }
+  if (elastic) {
+    request["min_workers"] = workers->min;
+    request["max_workers"] = workers->max;
+    if (options.min_workers_timeout_s) {
+      request["min_workers_timeout_s"] = *options.min_workers_timeout_s;
+    }
+    if (options.max_worker_failures) {
+      request["max_worker_failures"] = *options.max_worker_failures;
+    }
+  } else if (workers) {
+    request["workers"] = workers->min;
+  }
   if (!options.name.empty()) request["name"] = options.name;
   if (package_id) request["package"] = {{"id", *package_id}};
   if (!options.config_file.empty()) {
@@ -181,12 +267,28 @@ namespace internal {
 void RegisterRunCommand(CLI::App& app, Invocation& inv) {
   auto options = std::make_shared<RunOptions>();
   CLI::App* run = app.add_subcommand("run", "Package this folder and run a command as a job");
-  run->add_option("--slots", options->slots, "CPU slots for the job")
+  run->add_option("--slots", options->slots, "CPU slots for the job (per worker with --workers)")
       ->type_name("N")
       ->capture_default_str();
-  run->add_option("--gpus", options->gpus, "GPUs for the job")
+  run->add_option("--gpus", options->gpus, "GPUs for the job (per worker with --workers)")
       ->type_name("N")
       ->capture_default_str();
+  run->add_option("--workers", options->workers,
+                  "Distributed job: N workers (static, all placed at once, PyTorch's RANK and "
+                  "WORLD_SIZE set) or MIN:MAX (elastic: Kiln runs MIN to MAX workers and may "
+                  "add or remove them while it runs)")
+      ->type_name("N|MIN:MAX");
+  run->add_option_function<int64_t>(
+         "--min-workers-timeout",
+         [options](const int64_t& seconds) { options->min_workers_timeout_s = seconds; },
+         "Elastic jobs: fail after running below MIN workers this long (server default 600)")
+      ->type_name("SECONDS");
+  run->add_option_function<int64_t>(
+         "--max-worker-failures",
+         [options](const int64_t& count) { options->max_worker_failures = count; },
+         "Elastic jobs: worker crashes tolerated before the job fails (server default "
+         "3*MAX+3)")
+      ->type_name("N");
   run->add_option("--name", options->name, "Job name (default: the command's first word)")
       ->type_name("NAME");
   run->add_option("--env", options->env, "Extra environment variable for the job; repeatable")
@@ -213,7 +315,10 @@ void RegisterRunCommand(CLI::App& app, Invocation& inv) {
       "Examples:\n"
       "  kiln run -- python3 train.py --epochs 2\n"
       "  kiln run --gpus 1 --env OMP_NUM_THREADS=4 --follow -- python3 train.py\n"
-      "  kiln run --package train.py --wait -- python3 train.py");
+      "  kiln run --package train.py --wait -- python3 train.py\n"
+      "  kiln run --workers 2 --slots 2 -- python3 ddp_train.py      # static, RANK 0 and 1\n"
+      "  kiln run --workers 1:4 -- python3 elastic_train.py         # elastic; see 'kiln job "
+      "scale'");
   // Everything from the first word that is not one of our flags on is the command, so
   // `kiln run python3 train.py --epochs 2` works too; after '--' nothing is ours.
   run->prefix_command();
