@@ -1,6 +1,7 @@
 """Defines `Client`, a small client of Kiln's native REST API (docs/api.md) for
-notebooks and scripts: submit jobs with their code, watch them, read logs and metrics,
-and run hyperparameter searches (experiments) and read their trials.
+notebooks and scripts: submit jobs with their code (single, static distributed or
+elastic), watch them, scale elastic ones, read logs and metrics, and run hyperparameter
+searches (experiments) and read their trials.
 
 Standard library only (urllib). Every HTTP error becomes a `kiln.KilnError` in one
 place, `Client._request`, through `kiln.errors.error_from_http`.
@@ -73,6 +74,9 @@ class Client:
     ...     print(line["text"])
     >>> c.wait(job["id"])["state"]
     'FINISHED'
+    >>> job = c.submit("python3 train.py", package=".", min_workers=1, max_workers=4)
+    >>> c.scale(job["id"], 3)["workers"]["target"]
+    3
     """
 
     def __init__(self, url: Optional[str] = None, user: Optional[str] = None,
@@ -144,8 +148,18 @@ class Client:
                package: Optional[Union[str, os.PathLike[str]]] = None, slots: int = 1,
                gpus: int = 0, env: Optional[Mapping[str, str]] = None,
                config: Optional[Mapping[str, Any]] = None,
-               name: Optional[str] = None) -> dict[str, Any]:
+               name: Optional[str] = None, workers: Optional[int] = None,
+               min_workers: Optional[int] = None, max_workers: Optional[int] = None,
+               min_workers_timeout_s: Optional[int] = None,
+               max_worker_failures: Optional[int] = None) -> dict[str, Any]:
         """Submits a job, uploading its code first.
+
+        A job is a single process unless it asks for workers: ``workers=N`` runs a
+        static distributed job of exactly N worker processes (placed all at once, with
+        PyTorch's ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ... set), and
+        ``min_workers=A, max_workers=B`` an elastic one that Kiln runs with A to B
+        workers and may grow or shrink while it runs (see `scale`; the workers use
+        ``kiln.elastic``). ``slots`` and ``gpus`` are then per worker.
 
         Parameters
         ----------
@@ -163,17 +177,32 @@ class Client:
             Written to ``config.json`` in the working directory.
         name : str, optional
             Job name; the master defaults it to the command's first word.
+        workers : int, optional
+            A static distributed job of exactly this many workers.
+        min_workers, max_workers : int, optional
+            An elastic job of ``min_workers`` to ``max_workers`` workers
+            (1 <= min_workers <= max_workers); give both.
+        min_workers_timeout_s : int, optional
+            Elastic jobs: how long the job may run below ``min_workers`` before it
+            fails (the master's default is 600).
+        max_worker_failures : int, optional
+            Elastic jobs: worker crashes tolerated before the job fails (the master's
+            default is 3 * max_workers + 3).
 
         Returns
         -------
         dict
-            The job record (``id``, ``state``, ...).
+            The job record (``id``, ``state``, ...; a distributed job's record also has
+            ``workers``, ``tasks`` and ``generations``).
 
         Raises
         ------
         KilnError
             E.g. ``INVALID_ARGUMENT`` / ``FAILED_PRECONDITION`` (400) if no agent can
             ever satisfy the resources.
+        ValueError
+            For an empty command or a bad combination of the worker arguments (before
+            anything is uploaded).
         FileNotFoundError
             If ``package`` does not exist.
         """
@@ -182,6 +211,8 @@ class Client:
             raise ValueError("command must not be empty")
         spec: dict[str, Any] = {"command": argv,
                                 "resources": {"slots": slots, "gpus": gpus}}
+        spec.update(_workers_fields(workers, min_workers, max_workers,
+                                    min_workers_timeout_s, max_worker_failures))
         if name is not None:
             spec["name"] = name
         if env:
@@ -240,6 +271,35 @@ class Client:
             if not page_token or not page.get("jobs"):
                 break
         return out[:limit]
+
+    def scale(self, id: Union[int, str], workers: int) -> dict[str, Any]:
+        """Sets the number of workers elastic job ``id`` should run and returns its
+        record (``record["workers"]`` is ``{"min", "max", "target", "live"}``).
+
+        Kiln grows the job toward ``workers`` as slots free up and shrinks it by asking
+        its newest workers to leave; the others keep training.
+
+        Raises
+        ------
+        KilnError
+            ``INVALID_ARGUMENT`` (400) when ``workers`` is outside
+            [min_workers, max_workers]; 409 for a job that is not elastic or has ended.
+        """
+        return self._request("POST", f"/api/v1/jobs/{_quote(id)}/scale",
+                             json_body={"workers": workers})
+
+    def tasks(self, id: Union[int, str]) -> list[dict[str, Any]]:
+        """Returns the worker processes of distributed job ``id``
+        ``[{"id", "state", "agent", "exit_code", "reason"}]`` (the task id is the
+        worker's ``KILN_TASK_ID``); empty for a single-process job."""
+        return self.job(id).get("tasks") or []
+
+    def generations(self, id: Union[int, str]) -> list[dict[str, Any]]:
+        """Returns the rendezvous generations of elastic job ``id``, oldest first:
+        ``[{"id", "world_size", "members", "started_at", "reason"}]``, where
+        ``members`` lists task ids by rank. Each change of membership (a worker joined,
+        crashed or was asked to leave) opens a new generation. Empty for other jobs."""
+        return self.job(id).get("generations") or []
 
     def kill(self, id: Union[int, str]) -> dict[str, Any]:
         """Kills job ``id`` (SIGTERM, then SIGKILL after the grace period; a queued job
@@ -479,6 +539,37 @@ class Client:
         nxt = page.get("next")
         new_after = max([after, *seqs, *([nxt] if isinstance(nxt, int) else [])])
         return lines, new_after, bool(page.get("done"))
+
+
+def _workers_fields(workers: Optional[int], min_workers: Optional[int],
+                    max_workers: Optional[int], min_workers_timeout_s: Optional[int],
+                    max_worker_failures: Optional[int]) -> dict[str, Any]:
+    """The distributed-job fields of a job request; ValueError for a bad combination."""
+    elastic = min_workers is not None or max_workers is not None
+    elastic_options = {k: v for k, v in (("min_workers_timeout_s", min_workers_timeout_s),
+                                         ("max_worker_failures", max_worker_failures))
+                       if v is not None}
+    if workers is not None and elastic:
+        raise ValueError("give either workers=N (a static job) or min_workers and "
+                         "max_workers (an elastic job), not both")
+    if elastic_options and not elastic:
+        raise ValueError(f"{' and '.join(elastic_options)} apply only to elastic jobs; "
+                         "give min_workers and max_workers")
+    if workers is not None:
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"workers must be a whole number of at least 1, got {workers!r}")
+        return {"workers": workers}
+    if not elastic:
+        return {}
+    if min_workers is None or max_workers is None:
+        raise ValueError("an elastic job needs both min_workers and max_workers")
+    for field, value in (("min_workers", min_workers), ("max_workers", max_workers)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a whole number of at least 1, got {value!r}")
+    if min_workers > max_workers:
+        raise ValueError(f"min_workers ({min_workers}) must not exceed max_workers "
+                         f"({max_workers})")
+    return {"min_workers": min_workers, "max_workers": max_workers, **elastic_options}
 
 
 def _quote(id: Union[int, str]) -> str:
