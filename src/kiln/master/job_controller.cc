@@ -85,6 +85,7 @@ absl::Status JobController::Recover() {
   store::JobFilter filter;
   filter.states = {JobState::kQueued, JobState::kScheduled, JobState::kRunning};
   filter.limit = 1'000'000;
+  filter.include_workers = true;
   KILN_ASSIGN_OR_RETURN(auto jobs, store_.ListJobs(filter));
   for (JobRecord& record : jobs) {
     auto body = base::ParseJson(record.spec_json);

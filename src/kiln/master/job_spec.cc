@@ -15,6 +15,7 @@ constexpr size_t kMaxArgs = 4096;
 constexpr size_t kMaxArgBytes = 128 << 10;
 constexpr int kMaxSlots = 4096;
 constexpr int kMaxGpus = 256;
+constexpr int kMaxWorkers = 1024;
 // The config is copied, dumped and compared recursively on its way to config.json, so a
 // deeply nested one (a 16 MiB body holds millions of levels) would overflow the stack.
 constexpr int kMaxConfigDepth = 64;
@@ -62,6 +63,76 @@ absl::Status ValidateWorkdir(const std::string& workdir) {
 
 namespace {
 
+bool Present(const base::Json& body, const char* field) {
+  return body.contains(field) && !body[field].is_null();
+}
+
+// The distributed-job fields: "workers" (static) or "min_workers"/"max_workers" (elastic).
+absl::StatusOr<std::optional<WorkersSpec>> ParseWorkers(const base::Json& body) {
+  const bool is_static = Present(body, "workers");
+  const bool is_elastic = Present(body, "min_workers") || Present(body, "max_workers");
+  const bool elastic_options =
+      Present(body, "min_workers_timeout_s") || Present(body, "max_worker_failures");
+  if (!is_static && !is_elastic) {
+    if (elastic_options) {
+      return absl::InvalidArgumentError(
+          "fields \"min_workers_timeout_s\" and \"max_worker_failures\" apply to elastic jobs "
+          "only; add \"min_workers\" and \"max_workers\"");
+    }
+    return std::nullopt;
+  }
+  if (is_static && is_elastic) {
+    return absl::InvalidArgumentError(
+        "use either \"workers\": N (a static job of exactly N workers) or \"min_workers\" and "
+        "\"max_workers\" (an elastic job), not both");
+  }
+  WorkersSpec w;
+  auto in_range = [](const char* field, int64_t v) -> absl::Status {
+    if (v < 1 || v > kMaxWorkers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("field \"", field, "\" must be between 1 and ", kMaxWorkers, ", got ", v));
+    }
+    return absl::OkStatus();
+  };
+  if (is_static) {
+    if (elastic_options) {
+      return absl::InvalidArgumentError(
+          "fields \"min_workers_timeout_s\" and \"max_worker_failures\" apply to elastic jobs "
+          "only (\"min_workers\"/\"max_workers\"), not to a static \"workers\" job");
+    }
+    KILN_ASSIGN_OR_RETURN(int64_t n, base::GetIntOr(body, "workers", 1));
+    KILN_RETURN_IF_ERROR(in_range("workers", n));
+    w.min = w.max = static_cast<int>(n);
+    return w;
+  }
+  w.elastic = true;
+  KILN_ASSIGN_OR_RETURN(int64_t min, base::GetIntOr(body, "min_workers", 1));
+  KILN_RETURN_IF_ERROR(in_range("min_workers", min));
+  KILN_ASSIGN_OR_RETURN(int64_t max, base::GetIntOr(body, "max_workers", min));
+  KILN_RETURN_IF_ERROR(in_range("max_workers", max));
+  if (min > max) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("min_workers (", min, ") must not exceed max_workers (", max, ")"));
+  }
+  w.min = static_cast<int>(min);
+  w.max = static_cast<int>(max);
+  KILN_ASSIGN_OR_RETURN(w.min_workers_timeout_s,
+                        base::GetIntOr(body, "min_workers_timeout_s", 600));
+  if (w.min_workers_timeout_s < 0 || w.min_workers_timeout_s > 30 * 24 * 3600) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field \"min_workers_timeout_s\" must be between 0 and 2592000 (30 days), got ",
+        w.min_workers_timeout_s));
+  }
+  KILN_ASSIGN_OR_RETURN(int64_t failures,
+                        base::GetIntOr(body, "max_worker_failures", 3 * w.max + 3));
+  if (failures < 0 || failures > 1'000'000) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "field \"max_worker_failures\" must be between 0 and 1000000, got ", failures));
+  }
+  w.max_worker_failures = static_cast<int>(failures);
+  return w;
+}
+
 // `from_user`: a request body, where the KILN_* environment is reserved; otherwise a spec
 // Kiln stored itself, which may carry the KILN_* variables Kiln set (an experiment's
 // trials carry KILN_EXPERIMENT_ID and KILN_TRIAL_ID).
@@ -69,8 +140,18 @@ absl::StatusOr<JobSpec> ParseJobSpecFrom(const base::Json& body, bool from_user)
   if (!body.is_object()) {
     return absl::InvalidArgumentError("the job request must be a JSON object (see docs/api.md)");
   }
-  static const char* const kKnown[] = {"name", "command", "package", "resources",
-                                       "env",  "config",  "workdir"};
+  static const char* const kKnown[] = {"name",
+                                       "command",
+                                       "package",
+                                       "resources",
+                                       "env",
+                                       "config",
+                                       "workdir",
+                                       "workers",
+                                       "min_workers",
+                                       "max_workers",
+                                       "min_workers_timeout_s",
+                                       "max_worker_failures"};
   for (auto it = body.begin(); it != body.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
@@ -78,7 +159,8 @@ absl::StatusOr<JobSpec> ParseJobSpecFrom(const base::Json& body, bool from_user)
       return absl::InvalidArgumentError(absl::StrCat(
           "unknown field \"", it.key(),
           "\" in the job request; known fields: name, command, package, resources, env, config, "
-          "workdir"));
+          "workdir, workers, min_workers, max_workers, min_workers_timeout_s, "
+          "max_worker_failures"));
     }
   }
   JobSpec spec;
@@ -180,6 +262,7 @@ absl::StatusOr<JobSpec> ParseJobSpecFrom(const base::Json& body, bool from_user)
 
   KILN_ASSIGN_OR_RETURN(spec.workdir, base::GetStringOr(body, "workdir", ""));
   KILN_RETURN_IF_ERROR(ValidateWorkdir(spec.workdir));
+  KILN_ASSIGN_OR_RETURN(spec.workers, ParseWorkers(body));
   return spec;
 }
 
@@ -207,6 +290,13 @@ base::Json JobSpecToJson(const JobSpec& spec) {
   j["env"] = spec.env;
   j["config"] = spec.config;
   if (!spec.workdir.empty()) j["workdir"] = spec.workdir;
+  if (spec.workers && !spec.workers->elastic) j["workers"] = spec.workers->min;
+  if (spec.workers && spec.workers->elastic) {
+    j["min_workers"] = spec.workers->min;
+    j["max_workers"] = spec.workers->max;
+    j["min_workers_timeout_s"] = spec.workers->min_workers_timeout_s;
+    j["max_worker_failures"] = spec.workers->max_worker_failures;
+  }
   return j;
 }
 

@@ -21,6 +21,15 @@ struct PackageRef {
   std::string path;  // a folder on a filesystem shared with the agents
 };
 
+// A distributed job's workers (ARCHITECTURE.md §5.1). Resources are per worker.
+struct WorkersSpec {
+  bool elastic = false;  // false: static, exactly `min` (= `max`) workers, gang-placed
+  int min = 1;
+  int max = 1;
+  int64_t min_workers_timeout_s = 600;  // elastic: how long below `min` before failing
+  int max_worker_failures = 6;          // elastic: worker crashes tolerated
+};
+
 struct JobSpec {
   std::string name;
   std::vector<std::string> command;
@@ -31,6 +40,7 @@ struct JobSpec {
   // Where the command runs, relative to the unpacked package ("" = its root). WMLA's
   // `--model-dir` names the one folder inside a `.modelDir.tar`.
   std::string workdir;
+  std::optional<WorkersSpec> workers;  // set for distributed jobs
 };
 
 // Validates a job request body (docs/api.md). InvalidArgument naming the field and the fix.

@@ -245,3 +245,55 @@ TEST(ParseJobSpecTest, RefusesAConfigNestedDeeperThan64Levels) {
 
 }  // namespace
 }  // namespace kiln::master
+
+namespace kiln::master {
+namespace {
+
+TEST(ParseWorkersTest, StaticJobHasExactlyNWorkers) {
+  KILN_ASSERT_OK_AND_ASSIGN(JobSpec spec, ParseJobSpec(Body({{"workers", 3}})));
+  ASSERT_TRUE(spec.workers.has_value());
+  EXPECT_FALSE(spec.workers->elastic);
+  EXPECT_EQ(spec.workers->min, 3);
+  EXPECT_EQ(spec.workers->max, 3);
+}
+
+TEST(ParseWorkersTest, ElasticJobDefaultsAndRoundTrip) {
+  KILN_ASSERT_OK_AND_ASSIGN(JobSpec spec,
+                            ParseJobSpec(Body({{"min_workers", 1}, {"max_workers", 4}})));
+  ASSERT_TRUE(spec.workers.has_value());
+  EXPECT_TRUE(spec.workers->elastic);
+  EXPECT_EQ(spec.workers->min, 1);
+  EXPECT_EQ(spec.workers->max, 4);
+  EXPECT_EQ(spec.workers->min_workers_timeout_s, 600);
+  EXPECT_EQ(spec.workers->max_worker_failures, 15);
+  KILN_ASSERT_OK_AND_ASSIGN(JobSpec back, JobSpecFromStoredJson(JobSpecToJson(spec)));
+  ASSERT_TRUE(back.workers.has_value());
+  EXPECT_TRUE(back.workers->elastic);
+  EXPECT_EQ(back.workers->max, 4);
+  EXPECT_EQ(back.workers->max_worker_failures, 15);
+  // Only max: min defaults to 1.
+  KILN_ASSERT_OK_AND_ASSIGN(spec, ParseJobSpec(Body({{"max_workers", 2}})));
+  EXPECT_EQ(spec.workers->min, 1);
+  EXPECT_FALSE(ParseJobSpec(Body()).value().workers.has_value());
+}
+
+TEST(ParseWorkersTest, RefusesContradictoryOrOutOfRangeCounts) {
+  EXPECT_THAT(ParseJobSpec(Body({{"min_workers", 3}, {"max_workers", 2}})),
+              StatusIs(kInvalid, HasSubstr("min_workers (3) must not exceed max_workers (2)")));
+  EXPECT_THAT(ParseJobSpec(Body({{"workers", 2}, {"max_workers", 2}})),
+              StatusIs(kInvalid, HasSubstr("not both")));
+  EXPECT_THAT(ParseJobSpec(Body({{"workers", 0}})),
+              StatusIs(kInvalid, HasSubstr("\"workers\" must be between 1 and 1024, got 0")));
+  EXPECT_THAT(ParseJobSpec(Body({{"min_workers", "two"}})),
+              StatusIs(kInvalid, HasSubstr("min_workers")));
+  EXPECT_THAT(ParseJobSpec(Body({{"workers", 2}, {"min_workers_timeout_s", 5}})),
+              StatusIs(kInvalid, HasSubstr("apply to elastic jobs only")));
+  EXPECT_THAT(ParseJobSpec(Body({{"max_worker_failures", 5}})),
+              StatusIs(kInvalid, HasSubstr("add \"min_workers\"")));
+  EXPECT_THAT(
+      ParseJobSpec(Body({{"max_workers", 2}, {"min_workers_timeout_s", -1}})),
+      StatusIs(kInvalid, HasSubstr("min_workers_timeout_s\" must be between 0 and 2592000")));
+}
+
+}  // namespace
+}  // namespace kiln::master

@@ -66,6 +66,11 @@ struct JobRecord {
   std::optional<int64_t> started_at;
   std::optional<int64_t> finished_at;
   std::string allocation_json;  // where it runs: {"slots": 1, "gpus": [0]}; "" when not placed
+  // Distributed jobs (ARCHITECTURE.md §5.1): a worker's parent job and its index among the
+  // parent's workers (0-based, in launch order); the parent's worker target (elastic).
+  std::optional<int64_t> parent_id;
+  int worker_index = 0;
+  std::optional<int> target_workers;
 };
 
 struct JobFilter {
@@ -73,6 +78,8 @@ struct JobFilter {
   std::vector<JobState> states;      // empty: any
   std::optional<int64_t> before_id;  // pagination: ids strictly below
   int limit = 50;
+  std::optional<int64_t> parent_id;  // only the workers of this distributed job
+  bool include_workers = false;      // without parent_id: also list workers (else top level only)
 };
 
 struct EventRecord {
@@ -101,10 +108,23 @@ struct MetricPoint {
 // each tailed file now stands. Applied atomically, so a resend after a crash is dropped
 // by offset instead of duplicated.
 struct TaskOutput {
+  // A worker of a distributed job: its lines and points are stored under the parent job
+  // (the stream offsets stay the worker's own).
+  std::optional<int64_t> record_under;
   std::vector<LogLine> lines;  // seq ignored on input
   std::vector<MetricPoint> metrics;
   std::map<std::string, int64_t> offsets;           // stream name ("log", "emetrics") -> new offset
   std::map<std::string, int64_t> expected_offsets;  // the offsets the batch starts from
+};
+
+// One generation of an elastic job's membership (ARCHITECTURE.md §5.2).
+struct GenerationRecord {
+  int64_t job_id = 0;
+  int64_t id = 0;
+  std::vector<int64_t> members;  // task (worker job) ids, by rank
+  std::string store_address;     // "host:port" of the generation's c10d store
+  int64_t started_at = 0;
+  std::string reason;
 };
 
 struct AgentRecord {

@@ -2,7 +2,10 @@
 
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "kiln/base/status.h"
 
 namespace kiln::store {
@@ -129,6 +132,22 @@ CREATE TABLE trials (
   PRIMARY KEY (experiment_id, number)
 ) WITHOUT ROWID;
 )sql",
+    // 2 -> 3: distributed jobs (a worker is a job with a parent) and elastic generations.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN parent_id INTEGER REFERENCES jobs(id);
+ALTER TABLE jobs ADD COLUMN worker_index INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN target_workers INTEGER;
+CREATE INDEX jobs_parent ON jobs(parent_id, id);
+CREATE TABLE job_generations (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  generation INTEGER NOT NULL,
+  members TEXT NOT NULL,
+  store TEXT NOT NULL,
+  started_at INTEGER NOT NULL,
+  reason TEXT NOT NULL,
+  PRIMARY KEY (job_id, generation)
+) WITHOUT ROWID;
+)sql",
 };
 
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
@@ -136,7 +155,7 @@ constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 const char kJobColumns[] =
     "j.id, j.name, j.user_id, u.username, j.state, j.spec, j.agent_id, j.exit_code, j.signal, "
     "j.reason, j.kill_requested, j.created_at, j.scheduled_at, j.started_at, j.finished_at, "
-    "j.allocation";
+    "j.allocation, j.parent_id, j.worker_index, j.target_workers";
 
 absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
   JobRecord job;
@@ -156,6 +175,9 @@ absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
   job.started_at = st.ColumnOptionalInt(13);
   job.finished_at = st.ColumnOptionalInt(14);
   job.allocation_json = st.ColumnText(15);
+  job.parent_id = st.ColumnOptionalInt(16);
+  job.worker_index = static_cast<int>(st.ColumnInt(17));
+  if (auto v = st.ColumnOptionalInt(18)) job.target_workers = static_cast<int>(*v);
   return job;
 }
 
@@ -373,9 +395,14 @@ absl::StatusOr<JobRecord> SqliteStore::CreateJob(JobRecord job, const EventRecor
   KILN_ASSIGN_OR_RETURN(
       SqliteStatement * st,
       db_->Prepare(
-          "INSERT INTO jobs (name, user_id, state, spec, created_at) VALUES (?, ?, ?, ?, ?)"));
+          "INSERT INTO jobs (name, user_id, state, spec, created_at, parent_id, worker_index, "
+          "target_workers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
   st->Bind(1, job.name).Bind(2, job.user_id).Bind(3, JobStateName(job.state));
-  st->Bind(4, job.spec_json).Bind(5, job.created_at);
+  st->Bind(4, job.spec_json).Bind(5, job.created_at).Bind(6, job.parent_id);
+  st->Bind(7, job.worker_index);
+  std::optional<int64_t> target;
+  if (job.target_workers) target = *job.target_workers;
+  st->Bind(8, target);
   KILN_RETURN_IF_ERROR(st->Run());
   job.id = db_->LastInsertRowId();
   EventRecord e = event;
@@ -403,6 +430,11 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ListJobs(const JobFilter& fi
       absl::StrCat("SELECT ", kJobColumns, " FROM jobs j JOIN users u ON u.id = j.user_id WHERE 1");
   if (filter.user_id) sql += " AND j.user_id = ?1";
   if (filter.before_id) sql += " AND j.id < ?2";
+  if (filter.parent_id) {
+    sql += " AND j.parent_id = ?4";
+  } else if (!filter.include_workers) {
+    sql += " AND j.parent_id IS NULL";
+  }
   if (!filter.states.empty()) {
     sql += " AND j.state IN (";
     for (size_t i = 0; i < filter.states.size(); ++i) {
@@ -415,6 +447,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ListJobs(const JobFilter& fi
   if (filter.user_id) st->Bind(1, *filter.user_id);
   if (filter.before_id) st->Bind(2, *filter.before_id);
   st->Bind(3, filter.limit);
+  if (filter.parent_id) st->Bind(4, *filter.parent_id);
   std::vector<JobRecord> out;
   while (true) {
     KILN_ASSIGN_OR_RETURN(bool row, st->Step());
@@ -431,11 +464,13 @@ absl::Status SqliteStore::UpdateJob(const JobRecord& job, const std::optional<Ev
       SqliteStatement * st,
       db_->Prepare("UPDATE jobs SET state = ?, agent_id = ?, exit_code = ?, signal = ?, "
                    "reason = ?, kill_requested = ?, scheduled_at = ?, started_at = ?, "
-                   "finished_at = ?, allocation = ? WHERE id = ?"));
+                   "finished_at = ?, allocation = ?, target_workers = ? WHERE id = ?"));
   st->Bind(1, JobStateName(job.state)).Bind(2, job.agent_id).Bind(3, job.exit_code);
   st->Bind(4, job.signal).Bind(5, job.reason).Bind(6, job.kill_requested ? 1 : 0);
   st->Bind(7, job.scheduled_at).Bind(8, job.started_at).Bind(9, job.finished_at);
-  st->Bind(10, job.allocation_json).Bind(11, job.id);
+  std::optional<int64_t> target;
+  if (job.target_workers) target = *job.target_workers;
+  st->Bind(10, job.allocation_json).Bind(11, target).Bind(12, job.id);
   KILN_RETURN_IF_ERROR(st->Run());
   if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no job with id ", job.id));
   if (event) KILN_RETURN_IF_ERROR(InsertEvent(*event));
@@ -452,6 +487,48 @@ absl::StatusOr<std::vector<EventRecord>> SqliteStore::ListEvents(int64_t job_id)
     KILN_ASSIGN_OR_RETURN(bool row, st->Step());
     if (!row) break;
     out.push_back({st->ColumnInt(0), st->ColumnInt(1), st->ColumnText(2), st->ColumnText(3)});
+  }
+  return out;
+}
+
+absl::Status SqliteStore::PutGeneration(const GenerationRecord& g,
+                                        const std::optional<EventRecord>& event) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT OR REPLACE INTO job_generations (job_id, generation, members, store, "
+                   "started_at, reason) VALUES (?, ?, ?, ?, ?, ?)"));
+  st->Bind(1, g.job_id).Bind(2, g.id).Bind(3, absl::StrJoin(g.members, ","));
+  st->Bind(4, g.store_address).Bind(5, g.started_at).Bind(6, g.reason);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (event) KILN_RETURN_IF_ERROR(InsertEvent(*event));
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<GenerationRecord>> SqliteStore::ListGenerations(int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT generation, members, store, started_at, reason "
+                                     "FROM job_generations WHERE job_id = ? ORDER BY generation"));
+  st->Bind(1, job_id);
+  std::vector<GenerationRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    GenerationRecord g;
+    g.job_id = job_id;
+    g.id = st->ColumnInt(0);
+    for (absl::string_view m : absl::StrSplit(st->ColumnText(1), ',', absl::SkipEmpty())) {
+      int64_t id = 0;
+      if (!absl::SimpleAtoi(m, &id)) {
+        return absl::DataLossError(
+            absl::StrCat("generation ", g.id, " of job ", job_id, " has a malformed member list"));
+      }
+      g.members.push_back(id);
+    }
+    g.store_address = st->ColumnText(2);
+    g.started_at = st->ColumnInt(3);
+    g.reason = st->ColumnText(4);
+    out.push_back(std::move(g));
   }
   return out;
 }
@@ -492,19 +569,20 @@ absl::StatusOr<int64_t> SqliteStore::AppendTaskOutput(int64_t job_id, const Task
           "stream ", stream, " of job ", job_id, " is at offset ", have, ", not ", expected));
     }
   }
-  KILN_ASSIGN_OR_RETURN(int64_t seq, GetLastLogSeq(job_id));
+  const int64_t owner = output.record_under.value_or(job_id);
+  KILN_ASSIGN_OR_RETURN(int64_t seq, GetLastLogSeq(owner));
   if (!output.lines.empty()) {
     KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
                           db_->Prepare("INSERT INTO log_lines (job_id, seq, time, stream, text) "
                                        "VALUES (?, ?, ?, ?, ?)"));
     for (const LogLine& line : output.lines) {
       st->Reset();
-      st->Bind(1, job_id).Bind(2, ++seq).Bind(3, line.time);
+      st->Bind(1, owner).Bind(2, ++seq).Bind(3, line.time);
       st->Bind(4, std::string_view(line.stream == 'e' ? "e" : "o")).Bind(5, line.text);
       KILN_RETURN_IF_ERROR(st->Run());
     }
   }
-  KILN_RETURN_IF_ERROR(InsertMetricPoints(job_id, output.metrics));
+  KILN_RETURN_IF_ERROR(InsertMetricPoints(owner, output.metrics));
   for (const auto& [stream, offset] : output.offsets) {
     KILN_RETURN_IF_ERROR(SetOffset(job_id, stream, offset));
   }

@@ -40,6 +40,9 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<JobRecord>> ListJobs(const JobFilter& filter) override;
   absl::Status UpdateJob(const JobRecord& job, const std::optional<EventRecord>& event) override;
   absl::StatusOr<std::vector<EventRecord>> ListEvents(int64_t job_id) override;
+  absl::Status PutGeneration(const GenerationRecord& generation,
+                             const std::optional<EventRecord>& event) override;
+  absl::StatusOr<std::vector<GenerationRecord>> ListGenerations(int64_t job_id) override;
 
   absl::StatusOr<int64_t> AppendTaskOutput(int64_t job_id, const TaskOutput& output) override;
   absl::StatusOr<std::map<std::string, int64_t>> GetStreamOffsets(int64_t job_id) override;

@@ -129,6 +129,78 @@ TEST_F(SqliteStoreTest, TaskOutputAppliesOnceAtTheExpectedOffset) {
   EXPECT_EQ(offsets["log"], 40);
 }
 
+TEST_F(SqliteStoreTest, WorkersAreListedUnderTheirParentOnly) {
+  JobRecord parent = NewJob();
+  parent.target_workers = 2;
+  KILN_ASSERT_OK(store_->UpdateJob(parent, std::nullopt));
+  JobRecord worker;
+  worker.name = "train-w1";
+  worker.user_id = user_.id;
+  worker.spec_json = "{}";
+  worker.parent_id = parent.id;
+  worker.worker_index = 1;
+  KILN_ASSERT_OK_AND_ASSIGN(worker, store_->CreateJob(worker, {0, 11, "STATE", "QUEUED"}));
+
+  KILN_ASSERT_OK_AND_ASSIGN(JobRecord read, store_->GetJob(worker.id));
+  EXPECT_EQ(read.parent_id, parent.id);
+  EXPECT_EQ(read.worker_index, 1);
+  KILN_ASSERT_OK_AND_ASSIGN(read, store_->GetJob(parent.id));
+  EXPECT_EQ(read.target_workers, 2);
+  EXPECT_EQ(read.parent_id, std::nullopt);
+
+  KILN_ASSERT_OK_AND_ASSIGN(auto top, store_->ListJobs({}));
+  ASSERT_EQ(top.size(), 1u);
+  EXPECT_EQ(top[0].id, parent.id);
+  JobFilter children;
+  children.parent_id = parent.id;
+  KILN_ASSERT_OK_AND_ASSIGN(auto workers, store_->ListJobs(children));
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].id, worker.id);
+  JobFilter all;
+  all.include_workers = true;
+  KILN_ASSERT_OK_AND_ASSIGN(auto every, store_->ListJobs(all));
+  EXPECT_EQ(every.size(), 2u);
+
+  // A worker's output is stored under its parent; the offsets stay the worker's.
+  TaskOutput batch;
+  batch.record_under = parent.id;
+  batch.lines = {{0, 100, 'o', "[w2] step 1"}};
+  batch.metrics = {{"loss", "train", 1, 0.5, 100}};
+  batch.offsets = {{"log", 12}};
+  KILN_ASSERT_OK(store_->AppendTaskOutput(worker.id, batch).status());
+  KILN_ASSERT_OK_AND_ASSIGN(auto lines, store_->GetLogLines(parent.id, 0, 10));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0].text, "[w2] step 1");
+  KILN_ASSERT_OK_AND_ASSIGN(auto points, store_->GetMetrics(parent.id, std::nullopt));
+  EXPECT_EQ(points.size(), 1u);
+  KILN_ASSERT_OK_AND_ASSIGN(auto offsets, store_->GetStreamOffsets(worker.id));
+  EXPECT_EQ(offsets["log"], 12);
+}
+
+TEST_F(SqliteStoreTest, GenerationsRoundTripInOrder) {
+  JobRecord job = NewJob();
+  GenerationRecord g;
+  g.job_id = job.id;
+  g.id = 2;
+  g.members = {7, 5};
+  g.store_address = "10.0.0.7:4000";
+  g.started_at = 99;
+  g.reason = "worker 6 exited (signal 9)";
+  KILN_ASSERT_OK(store_->PutGeneration(g, EventRecord{job.id, 99, "GENERATION", "2"}));
+  g.id = 1;
+  g.members = {5, 6, 7};
+  KILN_ASSERT_OK(store_->PutGeneration(g, std::nullopt));
+  KILN_ASSERT_OK_AND_ASSIGN(auto gens, store_->ListGenerations(job.id));
+  ASSERT_EQ(gens.size(), 2u);
+  EXPECT_EQ(gens[0].id, 1);
+  EXPECT_THAT(gens[0].members, ElementsAre(5, 6, 7));
+  EXPECT_THAT(gens[1].members, ElementsAre(7, 5));
+  EXPECT_EQ(gens[1].store_address, "10.0.0.7:4000");
+  EXPECT_EQ(gens[1].reason, "worker 6 exited (signal 9)");
+  KILN_ASSERT_OK_AND_ASSIGN(auto events, store_->ListEvents(job.id));
+  EXPECT_EQ(events.back().type, "GENERATION");
+}
+
 TEST_F(SqliteStoreTest, NativeMetricsAreIdempotentPerWriterSeq) {
   JobRecord job = NewJob();
   std::vector<MetricPoint> pts = {{"acc", "test", 1, 0.8, 5}, {"loss", "test", 1, 0.4, 5}};

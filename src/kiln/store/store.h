@@ -46,11 +46,18 @@ class Store {
   [[nodiscard]] virtual absl::StatusOr<JobRecord> GetJob(int64_t id) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<JobRecord>> ListJobs(
       const JobFilter& filter) = 0;
-  // Writes the job's mutable fields (state, agent, exit, reason, times, kill flag) and
+  // Writes the job's mutable fields (state, agent, exit, reason, times, kill flag, worker
+  // target) and
   // appends `event` in one transaction. NotFound if the job does not exist.
   [[nodiscard]] virtual absl::Status UpdateJob(const JobRecord& job,
                                                const std::optional<EventRecord>& event) = 0;
   [[nodiscard]] virtual absl::StatusOr<std::vector<EventRecord>> ListEvents(int64_t job_id) = 0;
+  // Generations of an elastic job. PutGeneration inserts or replaces (job_id, id) and
+  // appends `event` in the same transaction; ListGenerations is ordered by id.
+  [[nodiscard]] virtual absl::Status PutGeneration(const GenerationRecord& generation,
+                                                   const std::optional<EventRecord>& event) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<GenerationRecord>> ListGenerations(
+      int64_t job_id) = 0;
 
   // Tracking. AppendTaskOutput stores a batch from an agent: it is applied only if every
   // stream's stored offset equals `expected_offsets` (else FailedPrecondition naming the
