@@ -1,0 +1,269 @@
+"""Defines `State`, the training state an elastic worker commits, rolls back and shares.
+
+A `State` holds the model, the optimizer, an optional `ElasticSampler` and LR scheduler,
+and any user fields (``state.history = []``). `State.commit` keeps an in-memory copy
+(tensor copies into buffers reused from the last commit, so committing every step is
+cheap); `State.restore` rolls back to it after a failed collective; `State.sync` sends the
+source rank's state to every rank of a new generation (ARCHITECTURE.md §5).
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import io
+from typing import Any, Optional
+
+import torch
+
+__all__ = ["State"]
+
+_OWN_ATTRIBUTES = frozenset({"model", "optimizer", "sampler", "lr_scheduler", "step",
+                             "_fields", "_committed", "_rng_committed"})
+
+
+class State:
+    """What an elastic training loop must not lose: model, optimizer, data position,
+    step and user fields.
+
+    User fields are given as keyword arguments and read and written as attributes
+    (``state.best_accuracy = 0.9``); they are deep-copied at each commit, so keep them
+    small (numbers, short lists, small tensors). The model and optimizer are copied
+    tensor by tensor into buffers kept from the last commit.
+
+    Not thread-safe: one training loop uses it.
+
+    Parameters
+    ----------
+    model : torch.nn.Module, optional
+        Its ``state_dict`` (parameters and buffers) is committed and synced.
+    optimizer : torch.optim.Optimizer, optional
+        Its ``state_dict`` (momentum buffers, param groups with their lr) likewise.
+    sampler : ElasticSampler, optional
+        Its position (epoch, samples consumed) likewise.
+    lr_scheduler : optional
+        Anything with ``state_dict``/``load_state_dict`` (a torch LR scheduler).
+    **fields
+        User fields.
+
+    Attributes
+    ----------
+    step : int
+        Steps completed; the elastic runtime adds one after each successful step.
+    committed_step : int
+        ``step`` at the last `commit`, -1 before the first.
+    """
+
+    def __init__(self, model: Optional[torch.nn.Module] = None,
+                 optimizer: Optional[torch.optim.Optimizer] = None, sampler: Any = None,
+                 *, lr_scheduler: Any = None, **fields: Any) -> None:
+        object.__setattr__(self, "_fields", dict(fields))
+        object.__setattr__(self, "_committed", None)
+        object.__setattr__(self, "_rng_committed", None)
+        self.model = model
+        self.optimizer = optimizer
+        self.sampler = sampler
+        self.lr_scheduler = lr_scheduler
+        self.step = 0
+
+    # ---- user fields as attributes ----------------------------------------------------
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called when normal lookup fails: the name is a user field or a typo.
+        fields = object.__getattribute__(self, "_fields")
+        if name in fields:
+            return fields[name]
+        raise AttributeError(f"State has no field {name!r}; fields are "
+                             f"{sorted(fields)} (add one with State(..., {name}=...) or "
+                             f"state.{name} = ...)")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWN_ATTRIBUTES:
+            object.__setattr__(self, name, value)
+        else:
+            self._fields[name] = value
+
+    @property
+    def fields(self) -> dict[str, Any]:
+        """The user fields (the live dict)."""
+        return self._fields
+
+    @property
+    def committed_step(self) -> int:
+        return -1 if self._committed is None else self._committed["step"]
+
+    # ---- commit and rollback ----------------------------------------------------------
+
+    def commit(self) -> None:
+        """Keeps an in-memory copy of the whole state (replacing the previous one)."""
+        previous = self._committed or {}
+        snapshot: dict[str, Any] = {"step": self.step}
+        if self.model is not None:
+            snapshot["model"] = _copy_tree(self.model.state_dict(), previous.get("model"))
+        if self.optimizer is not None:
+            snapshot["optimizer"] = _copy_tree(self.optimizer.state_dict(),
+                                               previous.get("optimizer"))
+        if self.sampler is not None:
+            snapshot["sampler"] = dict(self.sampler.state_dict())
+        if self.lr_scheduler is not None:
+            snapshot["lr_scheduler"] = copy.deepcopy(self.lr_scheduler.state_dict())
+        snapshot["fields"] = copy.deepcopy(self._fields)
+        object.__setattr__(self, "_committed", snapshot)
+        # Each rank keeps its own random stream (dropout masks differ per rank, as in
+        # DDP), so RNG is rolled back locally but never synced.
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        object.__setattr__(self, "_rng_committed", rng)
+
+    def restore(self) -> None:
+        """Rolls the state back to the last `commit`.
+
+        Raises
+        ------
+        RuntimeError
+            If nothing was committed yet.
+        """
+        if self._committed is None:
+            raise RuntimeError("State.restore() before any State.commit()")
+        self._load(self._committed)
+        rng = self._rng_committed or {}
+        if "cpu" in rng:
+            torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng:
+            torch.cuda.set_rng_state_all(rng["cuda"])
+
+    # ---- whole-state dicts (sync and disk checkpoints) ----------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The current state as a dict of plain values and tensors (``torch.save``-able).
+
+        The dict references live tensors: save or serialise it before training on."""
+        out: dict[str, Any] = {"step": self.step, "fields": self._fields}
+        if self.model is not None:
+            out["model"] = self.model.state_dict()
+        if self.optimizer is not None:
+            out["optimizer"] = self.optimizer.state_dict()
+        if self.sampler is not None:
+            out["sampler"] = self.sampler.state_dict()
+        if self.lr_scheduler is not None:
+            out["lr_scheduler"] = self.lr_scheduler.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Loads a dict from `state_dict` (another rank's, or a checkpoint's).
+
+        Raises
+        ------
+        ValueError
+            If ``state`` lacks a part this State has (e.g. a model but no optimizer);
+            errors of ``load_state_dict`` of the parts propagate (a model of another
+            shape raises RuntimeError).
+        """
+        for part, owner in (("model", self.model), ("optimizer", self.optimizer),
+                            ("sampler", self.sampler), ("lr_scheduler", self.lr_scheduler)):
+            if owner is not None and part not in state:
+                raise ValueError(f"the state to load has no {part!r} but this State has "
+                                 f"one; was it saved by a script with another setup?")
+        self._load(state)
+
+    def _load(self, state: dict[str, Any]) -> None:
+        if self.model is not None:
+            self.model.load_state_dict(state["model"])
+        if self.optimizer is not None:
+            # Optimizer.load_state_dict deep-copies, so the committed copy stays intact.
+            self.optimizer.load_state_dict(state["optimizer"])
+        if self.sampler is not None:
+            self.sampler.load_state_dict(state["sampler"])
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(copy.deepcopy(state["lr_scheduler"]))
+        object.__setattr__(self, "_fields", copy.deepcopy(state.get("fields", {})))
+        self.step = int(state["step"])
+
+    def sync(self, group: Any, rank: int, source_rank: int,
+             device: Optional[torch.device] = None) -> int:
+        """Makes every rank's state the source rank's, then commits.
+
+        A collective over ``group`` (a torch.distributed ProcessGroup): every rank of the
+        group must call it with the same ``source_rank``. The state travels as one
+        ``torch.save`` blob in two broadcasts (its size, then its bytes).
+
+        Parameters
+        ----------
+        group : torch.distributed.ProcessGroup
+            The generation's group.
+        rank : int
+            This process's rank in ``group``.
+        source_rank : int
+            The rank whose state wins.
+        device : torch.device, optional
+            Where the group's tensors must live (``cuda`` for NCCL); CPU by default.
+
+        Returns
+        -------
+        int
+            Bytes broadcast.
+
+        Raises
+        ------
+        RuntimeError
+            If a peer fails during the broadcast (the caller treats it like any failed
+            collective).
+        """
+        device = device or torch.device("cpu")
+        if rank == source_rank:
+            buffer = io.BytesIO()
+            torch.save(self.state_dict(), buffer)
+            payload = torch.frombuffer(bytearray(buffer.getbuffer()), dtype=torch.uint8)
+            size = torch.tensor([payload.numel()], dtype=torch.int64, device=device)
+        else:
+            size = torch.zeros(1, dtype=torch.int64, device=device)
+        group.broadcast(size, source_rank).wait()
+        n = int(size.item())
+        if rank == source_rank:
+            data = payload.to(device)
+        else:
+            data = torch.empty(n, dtype=torch.uint8, device=device)
+        group.broadcast(data, source_rank).wait()
+        if rank != source_rank:
+            blob = data.cpu().numpy().tobytes()
+            self._load(torch.load(io.BytesIO(blob), map_location="cpu"))
+        self.commit()
+        return n
+
+    def describe(self) -> str:
+        """``"step 812 (epoch 2, 35% done)"``; without a sampler just ``"step 812"``."""
+        if self.sampler is None:
+            return f"step {self.step}"
+        return (f"step {self.step} (epoch {self.sampler.epoch + 1}, "
+                f"{int(100 * self.sampler.epoch_fraction)}% done)")
+
+
+def _copy_tree(value: Any, previous: Any) -> Any:
+    """Copies a state_dict-like tree: tensors are copied into ``previous``'s tensor at the
+    same place when its shape, dtype and device match (no allocation), else cloned;
+    containers are rebuilt; anything else is deep-copied."""
+    if isinstance(value, torch.Tensor):
+        if (isinstance(previous, torch.Tensor) and previous.shape == value.shape
+                and previous.dtype == value.dtype and previous.device == value.device):
+            with torch.no_grad():
+                previous.copy_(value)
+            return previous
+        return value.detach().clone()
+    if isinstance(value, dict):
+        prev = previous if isinstance(previous, dict) else {}
+        out: dict[Any, Any] = (collections.OrderedDict()
+                               if isinstance(value, collections.OrderedDict) else {})
+        for key, item in value.items():
+            out[key] = _copy_tree(item, prev.get(key))
+        # Module.load_state_dict reads per-module versions from this attribute.
+        metadata = getattr(value, "_metadata", None)
+        if metadata is not None:
+            out._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
+        return out
+    if isinstance(value, (list, tuple)):
+        prev_seq = previous if isinstance(previous, (list, tuple)) and \
+            len(previous) == len(value) else [None] * len(value)
+        items = [_copy_tree(v, p) for v, p in zip(value, prev_seq)]
+        return items if isinstance(value, list) else tuple(items)
+    return copy.deepcopy(value)
