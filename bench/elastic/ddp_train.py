@@ -60,7 +60,7 @@ def save_checkpoint(path: str, model: torch.nn.Module, opt: torch.optim.Optimize
 
 def main() -> None:
     args = parse_args()
-    log = ProgressLog(args.progress_dir)
+    log = ProgressLog(args.progress_dir, steps=not args.steady)
     log.event("started", at=STARTED)
     log.event("imported")
     dist.init_process_group("gloo")
@@ -103,6 +103,7 @@ def main() -> None:
     if timer:
         timer.before_step(local)
         print(f"rank {rank} world {world} {timer.report()}", flush=True)
+        log.event(f"rank {rank} world {world} {timer.report()}")
     dist.destroy_process_group()
 
 

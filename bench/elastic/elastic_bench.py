@@ -38,9 +38,12 @@ import time
 from typing import Any, Callable, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import (HERE, PYTHON, TORCHRUN, TORCHRUN_PY311, Launchers,  # noqa: E402
-                     Progress, Recovery, free_port, load_line, pinned_env,
-                     recovery_figures, summary, torchrun_node_cmd)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from harness import (HERE, PINNING, PYTHON, TORCHRUN, TORCHRUN_PY311,  # noqa: E402
+                     Launchers, Progress, Recovery, StepLine, free_port, load_line,
+                     pinned_env, recovery_figures, summary, torchrun_node_cmd)
+from kilnd_process import (TERMINAL_STATES, FastClient, KilndProcess,  # noqa: E402
+                           default_build_dir)
 
 # How long a side may take before the run is called broken (generous: torchrun's
 # defaults alone wait 30 s for a last call and 15 s for a dead node's keep-alive).
@@ -168,34 +171,247 @@ def ddp_steady(bench: Bench) -> float:
 
 
 # ---------------------------------------------------------------------------------------
+# Kiln side
+
+
+class KilnSide:
+    """A real ``kilnd --local-agent --slots 2`` for one benchmark, and its elastic jobs
+    running kiln_train.py (a context manager; every job is killed at the end)."""
+
+    def __init__(self, bench: Bench) -> None:
+        self.bench = bench
+        self.kilnd = KilndProcess(bench.opts.build_dir, slots=2, keep=bench.opts.keep)
+        self.client: Optional[FastClient] = None
+        self.jobs: list[int] = []
+
+    def __enter__(self) -> "KilnSide":
+        self.kilnd.__enter__()
+        self.client = FastClient(self.kilnd.url)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for job in self.jobs:
+            self.end(job)
+        if self.client:
+            self.client.close()
+        self.kilnd.__exit__(*exc)
+
+    def submit(self, workload_args: list[str], min_workers: int, max_workers: int) -> int:
+        """An elastic job of one slot per worker; returns its id."""
+        assert self.client
+        spec = {"command": [PYTHON, os.path.join(HERE, "kiln_train.py"), *workload_args],
+                "resources": {"slots": 1}, "min_workers": min_workers,
+                "max_workers": max_workers, "env": dict(PINNING)}
+        job = self.client.request("POST", "/api/v1/jobs", spec)["id"]
+        self.jobs.append(job)
+        return job
+
+    def record(self, job: int) -> dict[str, Any]:
+        assert self.client
+        return self.client.request("GET", f"/api/v1/jobs/{job}")
+
+    def scale(self, job: int, workers: int) -> None:
+        assert self.client
+        self.client.request("POST", f"/api/v1/jobs/{job}/scale", {"workers": workers})
+
+    def end(self, job: int) -> None:
+        """Kills the job if it still runs and waits until its workers are gone, so
+        the next run has both slots and the cores to itself."""
+        assert self.client
+        if self.record(job)["state"] not in TERMINAL_STATES:
+            self.client.request("POST", f"/api/v1/jobs/{job}/kill")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            rec = self.record(job)
+            if rec["state"] in TERMINAL_STATES and not rec.get("workers", {}).get("live"):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"job {job} did not end within 60 s of its kill")
+
+    def check_running(self, job: int) -> None:
+        rec = self.record(job)
+        if rec["state"] in TERMINAL_STATES:
+            raise RuntimeError(f"Kiln job {job} ended ({rec['state']}): "
+                               f"{rec.get('reason') or rec.get('tasks')}; data dir "
+                               f"{self.kilnd.data_dir} (--keep keeps it)")
+
+
+def wait_kiln(kiln: KilnSide, job: int, progress: Progress, what: str,
+              predicate: Callable[[StepLine], bool], timeout_s: float) -> StepLine:
+    """Progress.wait_for, checking the job every second so that a failed job fails the
+    run at once instead of at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return progress.wait_for(what, predicate, 1.0)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            kiln.check_running(job)
+
+
+def kiln_recovery(bench: Bench, kiln: KilnSide) -> tuple[Recovery, float]:
+    """An elastic job of 1..2 workers trains at world size 2; kill -9 the worker at
+    --kiln-kill-rank. Returns the survivor's figures and the seconds until the job is
+    back at 2 workers (Kiln starts a replacement on the freed slot)."""
+    o = bench.opts
+    work = bench.run_dir("kiln-recovery")
+    progress = Progress(os.path.join(work, "progress"))
+    job = kiln.submit(["--progress-dir", progress.directory,
+                       "--commit-every", str(o.kiln_commit_every)], 1, 2)
+    wait_kiln(kiln, job, progress, f"step {o.kill_at} at world size 2",
+              lambda s: s.world == 2 and s.step >= o.kill_at, START_TIMEOUT_S)
+    progress.poll()
+    victim = [s for s in progress.steps if s.world == 2 and s.rank == o.kiln_kill_rank][-1]
+    t_kill = time.time()
+    os.kill(victim.pid, signal.SIGKILL)
+    time.sleep(0.05)
+    progress.poll()
+    old = {(s.pid, s.gen) for s in progress.steps if s.t <= t_kill}
+
+    def survivor(s: StepLine) -> bool:
+        return s.pid != victim.pid
+
+    wait_kiln(kiln, job, progress, "a survivor's step after the kill",
+              lambda s: s.t > t_kill and (s.pid, s.gen) not in old and survivor(s),
+              RECOVERY_TIMEOUT_S)
+    figures = recovery_figures(progress.steps, t_kill, survivor)
+    back = wait_kiln(kiln, job, progress, "the job back at 2 workers",
+                     lambda s: s.t > t_kill and s.world == 2 and s.node != victim.node,
+                     RECOVERY_TIMEOUT_S)
+    kiln.end(job)
+    return figures, back.t - t_kill
+
+
+def kiln_join(bench: Bench, kiln: KilnSide) -> dict[str, float]:
+    """An elastic job of 1..2 workers, scaled to 1, trains; scale to 2; time the new
+    worker from the scale request to its first step in the group."""
+    o = bench.opts
+    work = bench.run_dir("kiln-join")
+    progress = Progress(os.path.join(work, "progress"))
+    job = kiln.submit(["--progress-dir", progress.directory,
+                       "--commit-every", str(o.kiln_commit_every)], 1, 2)
+    kiln.scale(job, 1)  # the job's target starts at max_workers
+    running = wait_kiln(kiln, job, progress, f"step {o.join_after} at world size 1",
+                        lambda s: s.world == 1 and s.step >= o.join_after,
+                        START_TIMEOUT_S)
+    # If both workers had started before the scale took effect, one was asked to leave;
+    # wait until only `running` is live, so the newcomer is really new.
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while kiln.record(job)["workers"]["live"] != 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job} did not settle at 1 live worker")
+        time.sleep(0.05)
+    t_scale = time.time()
+    kiln.scale(job, 2)
+    first_new = wait_kiln(kiln, job, progress, "the new worker's first step",
+                          lambda s: s.t > t_scale and s.pid != running.pid,
+                          START_TIMEOUT_S)
+    started = progress.first_event(first_new.pid, "started")
+    # The running worker keeps its process: its pause is the gap between its last step
+    # in the old generation and its first in the new one.
+    old_gen = max(s.gen for s in progress.steps if s.pid == running.pid and s.t <= t_scale)
+    new_running = wait_kiln(kiln, job, progress, "the running worker's step with 2",
+                            lambda s: s.pid == running.pid and s.gen > old_gen,
+                            START_TIMEOUT_S)
+    last_old = max((s for s in progress.steps if s.pid == running.pid and s.gen == old_gen),
+                   key=lambda s: s.t)
+    kiln.end(job)
+    return {"start_to_step": first_new.t - t_scale,
+            "process_to_step": first_new.t - started.t if started else float("nan"),
+            "running_paused": new_running.t - last_old.t,
+            "steps_redone": float(last_old.step - (new_running.step - 1))}
+
+
+def kiln_steady(bench: Bench, kiln: KilnSide) -> float:
+    """An elastic job of exactly 2 workers runs the steady phase; returns ms per step."""
+    o = bench.opts
+    work = bench.run_dir("kiln-steady")
+    progress = Progress(os.path.join(work, "progress"))
+    job = kiln.submit(["--progress-dir", progress.directory, "--global-batch",
+                       str(o.global_batch), "--commit-every", str(o.kiln_commit_every),
+                       "--steady", f"{o.steady_warmup}:{o.steady_steps}"], 2, 2)
+    deadline = time.monotonic() + 600
+    while kiln.record(job)["state"] not in TERMINAL_STATES:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"Kiln steady job {job} still running after 600 s")
+        time.sleep(0.2)
+    rec = kiln.record(job)
+    progress.poll()
+    found = [float(m[3]) for e in progress.events for m in [STEADY_RE.search(e.text)] if m]
+    if rec["state"] != "FINISHED" or len(found) != 2:
+        raise RuntimeError(f"Kiln steady job {job} ended {rec['state']} with "
+                           f"{len(found)} of 2 reports; tasks {rec.get('tasks')}")
+    return max(found)
+
+
+# ---------------------------------------------------------------------------------------
 # Reports
 
 
-def print_recovery(label: str, r: Recovery) -> None:
+def print_recovery(label: str, r: Recovery, extra: str = "") -> None:
     print(f"  {label}: {r.seconds:.2f} s to the next step, {r.steps_lost} steps lost "
           f"(done up to {r.last_before}, resumed at {r.first_after.step}, world "
-          f"{r.first_after.world})", flush=True)
+          f"{r.first_after.world}){extra}", flush=True)
+
+
+def print_ratios(what: str, kiln: list[float], anchors: dict[str, list[float]]) -> None:
+    """Kiln's median over each anchor's median, measured in this same invocation."""
+    if not kiln:
+        return
+    for label, values in anchors.items():
+        if values:
+            ratio = statistics.median(kiln) / statistics.median(values)
+            print(f"  Kiln / {label}: {ratio:.3f} ({what})")
+
+
+def with_kiln(bench: Bench) -> Any:
+    """A KilnSide when Kiln is measured, else a context manager giving None."""
+    return KilnSide(bench) if bench.opts.kiln else _NoKiln()
+
+
+class _NoKiln:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
 
 
 def run_recovery(bench: Bench) -> None:
     o = bench.opts
-    print(f"\n## recovery: kill -9 one of two workers at step ~{o.kill_at} "
-          f"(checkpoint every {o.ckpt_every} steps for torchrun); load {load_line()}")
+    print(f"\n## recovery: kill -9 one of two workers at step ~{o.kill_at} (torchrun: "
+          f"checkpoint every {o.ckpt_every} steps; Kiln: commit every "
+          f"{o.kiln_commit_every}); load {load_line()}")
     sides: dict[str, list[Recovery]] = {}
-    plan: list[tuple[str, Callable[[], Recovery]]] = []
-    for kill in o.torchrun_kill:
-        for tuned in o.torchrun_flags:
-            label = f"torchrun {'tuned' if tuned else 'default'}, kill {kill}"
-            plan.append((label, lambda t=tuned, k=kill: torchrun_recovery(bench, t, k)))
-    for i in range(o.repeats):
-        for label, fn in plan:
-            r = fn()
-            sides.setdefault(label, []).append(r)
-            print_recovery(f"run {i + 1} {label}", r)
+    back: list[float] = []
+    with with_kiln(bench) as kiln:
+        for i in range(o.repeats):
+            for kill in o.torchrun_kill:
+                for tuned in o.torchrun_flags:
+                    label = f"torchrun {'tuned' if tuned else 'default'}, kill {kill}"
+                    r = torchrun_recovery(bench, tuned, kill)
+                    sides.setdefault(label, []).append(r)
+                    print_recovery(f"run {i + 1} {label}", r)
+            if kiln:
+                label = f"Kiln, kill rank {o.kiln_kill_rank}"
+                r, to_two = kiln_recovery(bench, kiln)
+                sides.setdefault(label, []).append(r)
+                back.append(to_two)
+                print_recovery(f"run {i + 1} {label}", r,
+                               f"; back at 2 workers after {to_two:.2f} s")
     print(f"\n  {'side':<34} {'seconds to next step':<34} steps lost")
     for label, rs in sides.items():
         print(f"  {label:<34} {summary([r.seconds for r in rs]):<34} "
               f"{summary([float(r.steps_lost) for r in rs], '{:.0f}')}")
+    if back:
+        print(f"  Kiln: kill -> a replacement worker training with the survivor: "
+              f"{summary(back)} s")
+    kiln_s = [r.seconds for label, rs in sides.items() if label.startswith("Kiln")
+              for r in rs]
+    print_ratios("seconds to the next step", kiln_s,
+                 {label: [r.seconds for r in rs] for label, rs in sides.items()
+                  if label.startswith("torchrun")})
     print(f"  load after: {load_line()}")
 
 
@@ -203,22 +419,36 @@ def run_join(bench: Bench) -> None:
     o = bench.opts
     print(f"\n## join: a second worker starts while one trains; load {load_line()}")
     sides: dict[str, list[dict[str, float]]] = {}
-    for i in range(o.repeats):
-        for tuned in o.torchrun_flags:
-            label = f"torchrun {'tuned' if tuned else 'default'}"
-            f = torchrun_join(bench, tuned)
-            sides.setdefault(label, []).append(f)
-            print(f"  run {i + 1} {label}: launcher start -> first step "
-                  f"{f['start_to_step']:.2f} s (its worker process: "
-                  f"{f['process_to_step']:.2f} s); running worker paused "
-                  f"{f['running_paused']:.2f} s, redid {f['steps_redone']:.0f} steps",
-                  flush=True)
-    print(f"\n  {'side':<20} {'start -> first step (s)':<32} "
-          f"{'worker process -> first step (s)':<34} running worker paused (s)")
+    with with_kiln(bench) as kiln:
+        for i in range(o.repeats):
+            runs: list[tuple[str, Callable[[], dict[str, float]]]] = [
+                (f"torchrun {'tuned' if t else 'default'}",
+                 lambda t=t: torchrun_join(bench, t)) for t in o.torchrun_flags]
+            if kiln:
+                runs.append(("Kiln", lambda: kiln_join(bench, kiln)))
+            for label, fn in runs:
+                f = fn()
+                sides.setdefault(label, []).append(f)
+                start = "scale request" if label == "Kiln" else "launcher start"
+                print(f"  run {i + 1} {label}: {start} -> first step "
+                      f"{f['start_to_step']:.2f} s (its worker process: "
+                      f"{f['process_to_step']:.2f} s); running worker paused "
+                      f"{f['running_paused']:.2f} s, redid {f['steps_redone']:.0f} steps",
+                      flush=True)
+    print(f"\n  {'side':<18} {'start -> first step (s)':<32} "
+          f"{'worker process -> first step (s)':<34} {'running worker paused (s)':<32} "
+          f"steps redone")
     for label, fs in sides.items():
-        print(f"  {label:<20} {summary([f['start_to_step'] for f in fs]):<32} "
+        print(f"  {label:<18} {summary([f['start_to_step'] for f in fs]):<32} "
               f"{summary([f['process_to_step'] for f in fs]):<34} "
-              f"{summary([f['running_paused'] for f in fs])}")
+              f"{summary([f['running_paused'] for f in fs]):<32} "
+              f"{summary([f['steps_redone'] for f in fs], '{:.0f}')}")
+    print("  (start: Kiln's scale request, torchrun's launcher start)")
+    anchors = {label: fs for label, fs in sides.items() if label != "Kiln"}
+    for key, what in (("start_to_step", "start -> first step"),
+                      ("process_to_step", "worker process -> first step")):
+        print_ratios(what, [f[key] for f in sides.get("Kiln", [])],
+                     {label: [f[key] for f in fs] for label, fs in anchors.items()})
     print(f"  load after: {load_line()}")
 
 
@@ -227,11 +457,24 @@ def run_steady(bench: Bench) -> None:
     print(f"\n## steady: ms/step at world size 2, global batch {o.global_batch}, "
           f"{o.steady_steps} steps after {o.steady_warmup}; load {load_line()}")
     ddp: list[float] = []
-    for i in range(o.repeats):
-        ms = ddp_steady(bench)
-        ddp.append(ms)
-        print(f"  run {i + 1} DDP: {ms:.3f} ms/step", flush=True)
+    kiln_ms: list[float] = []
+    pairs: list[float] = []
+    with with_kiln(bench) as kiln:
+        for i in range(o.repeats):
+            # Alternate the sides so that drift in the machine's load hits both.
+            ms = ddp_steady(bench)
+            ddp.append(ms)
+            line = f"  run {i + 1} DDP: {ms:.3f} ms/step"
+            if kiln:
+                k = kiln_steady(bench, kiln)
+                kiln_ms.append(k)
+                pairs.append(k / ms)
+                line += f"; Kiln: {k:.3f} ms/step; Kiln/DDP {k / ms:.3f}"
+            print(line, flush=True)
     print(f"\n  DDP (torchrun, 2 processes)   {summary(ddp, '{:.3f}')} ms/step")
+    if kiln_ms:
+        print(f"  Kiln elastic (2 workers)      {summary(kiln_ms, '{:.3f}')} ms/step")
+        print(f"  Kiln / DDP, per pair          {summary(pairs, '{:.3f}')}")
     print(f"  load after: {load_line()}")
 
 
@@ -241,10 +484,19 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("benchmark", choices=["recovery", "join", "steady", "all"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true",
-                   help="smoke run: 1 repeat, tuned torchrun only, killing the node, "
-                        "short steady phase")
-    p.add_argument("--torchrun", choices=["default", "tuned", "both"], default="both",
-                   help="which torchrun flag sets to measure")
+                   help="smoke run: 1 repeat, tuned torchrun only (killing the node), "
+                        "Kiln, a short steady phase")
+    p.add_argument("--build-dir", default=default_build_dir(),
+                   help="where bin/kilnd, bin/kiln-agent, bin/kiln-shim are "
+                        "($KILN_BUILD_DIR, else build/bench)")
+    p.add_argument("--torchrun", choices=["default", "tuned", "both", "none"],
+                   default="both", help="which torchrun flag sets to measure")
+    p.add_argument("--kiln", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure Kiln (--no-kiln: the anchors only)")
+    p.add_argument("--kiln-commit-every", type=int, default=1,
+                   help="Kiln's in-memory commit period in steps")
+    p.add_argument("--kiln-kill-rank", type=int, choices=[0, 1], default=1,
+                   help="which rank of Kiln's 2 workers to kill (0 hosts the store)")
     p.add_argument("--torchrun-kill", choices=["node", "worker", "both"], default="node",
                    help="node: kill -9 a launcher and its worker (a node's loss); "
                         "worker: kill -9 only the worker (its launcher restarts it)")
@@ -261,10 +513,11 @@ def parse_args() -> argparse.Namespace:
     if o.quick:
         o.repeats, o.torchrun, o.steady_steps = 1, "tuned", 500
         o.torchrun_kill = "node"
-    o.torchrun_flags = {"default": [False], "tuned": [True], "both": [False, True]}[o.torchrun]
+    o.torchrun_flags = {"default": [False], "tuned": [True], "both": [False, True],
+                        "none": []}[o.torchrun]
     o.torchrun_kill = ["node", "worker"] if o.torchrun_kill == "both" else [o.torchrun_kill]
-    if o.repeats < 1 or o.kill_at < 1 or o.ckpt_every < 1:
-        p.error("--repeats, --kill-at and --ckpt-every must be >= 1")
+    if min(o.repeats, o.kill_at, o.ckpt_every, o.kiln_commit_every) < 1:
+        p.error("--repeats, --kill-at, --ckpt-every and --kiln-commit-every must be >= 1")
     return o
 
 

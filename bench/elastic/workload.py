@@ -103,11 +103,13 @@ class ProgressLog:
     Written to ``DIR/<node>-<pid>.log`` (the benchmark chooses DIR and names each
     launcher's workers by ``BENCH_NODE``), so the benchmark reads every process's steps
     with timestamps on one clock, and a killed process's last line is on disk. With no
-    DIR it writes nothing (steady-state runs: no per-step I/O on either side).
+    DIR it writes nothing; with ``steps=False`` only events (steady-state runs: no
+    per-step I/O on either side).
     """
 
-    def __init__(self, directory: Optional[str]) -> None:
+    def __init__(self, directory: Optional[str], steps: bool = True) -> None:
         self._file: Optional[TextIO] = None
+        self._steps = steps
         if directory:
             os.makedirs(directory, exist_ok=True)
             node = os.environ.get("BENCH_NODE", "w")
@@ -122,7 +124,7 @@ class ProgressLog:
     def step(self, step: int, rank: int, world: int, generation: int) -> None:
         """`step` is the number of optimizer steps done (the global step, all ranks);
         `generation` counts membership changes (torchrun: its restart count)."""
-        if self._file:
+        if self._file and self._steps:
             self._file.write(f"step {step} t={time.time():.6f} rank={rank} world={world} "
                              f"gen={generation}\n")
             self._file.flush()
