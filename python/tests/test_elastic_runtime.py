@@ -19,14 +19,14 @@ import threading
 import time
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from kiln.elastic import (ElasticRuntime, ElasticSampler, PeerFailure,  # noqa: E402
-                          RendezvousClient, State)
+from kiln.elastic import (ElasticRuntime, ElasticSampler, RendezvousClient,  # noqa: E402
+                          State)
 
 JOB = "1"
 GLOBAL_BATCH = 16
@@ -39,9 +39,10 @@ class FakeMaster:
     """kilnd's rendezvous coordinator, reduced to what the protocol says.
 
     A generation forms when every live member of the current one and every waiting
-    newcomer has joined, with at least ``min_workers``; ranks go by highest committed
-    step, then by first join. `drop` plays the agent reporting a dead task; `remove`
-    asks a worker to leave. Thread-safe.
+    newcomer has joined, with at least ``min_workers`` (``first_size`` for the first);
+    ranks go by highest committed step, then by first join. `drop` plays the agent
+    reporting a dead task; `remove` asks a worker to leave. Metric batches are kept in
+    ``reports``. Thread-safe.
     """
 
     def __init__(self, min_workers: int = 1, first_size: int = 1) -> None:
@@ -56,6 +57,7 @@ class FakeMaster:
         self.dropped: set[str] = set()
         self.leaving: set[str] = set()
         self.history: list[dict[str, Any]] = []
+        self.reports: list[dict[str, Any]] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -66,7 +68,14 @@ class FakeMaster:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner._reply(self, owner._join(body))
+                if self.path.endswith("/rendezvous/join"):
+                    owner._reply(self, owner._join(body))
+                elif self.path.endswith("/metrics"):  # kiln.report from rank 0
+                    with owner.cond:
+                        owner.reports.extend(body["reports"])
+                    owner._reply(self, {"accepted": len(body["reports"])})
+                else:
+                    owner._reply(self, {"error": {"message": f"no route {self.path}"}}, 404)
 
             def do_GET(self) -> None:
                 query = urllib.parse.parse_qs(urllib.parse.urlparse(self.path).query)
@@ -84,10 +93,10 @@ class FakeMaster:
         self.httpd.server_close()
 
     @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, answer: dict[str, Any]) -> None:
+    def _reply(h: BaseHTTPRequestHandler, answer: dict[str, Any], status: int = 200) -> None:
         data = json.dumps(answer).encode()
         try:
-            h.send_response(200)
+            h.send_response(status)
             h.send_header("Content-Type", "application/json")
             h.send_header("Content-Length", str(len(data)))
             h.end_headers()

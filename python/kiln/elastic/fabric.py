@@ -310,8 +310,9 @@ class FabricModel:
                 logger.on_train_end()
                 if not kiln.flush(timeout=30):
                     log("warning: some metrics were not delivered to the Kiln master")
-            log(f"training done at {state.describe()} in {time.monotonic() - started:.1f} s "
-                f"({runtime.generations_seen} generation(s) seen by this worker)")
+            log(f"training done: {epochs} epochs, {state.step} steps in "
+                f"{time.monotonic() - started:.1f} s ({runtime.generations_seen} "
+                f"generation(s) seen by this worker)")
         finally:
             runtime.close()
         return self.history

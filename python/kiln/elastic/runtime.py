@@ -24,9 +24,8 @@ import contextlib
 import datetime
 import os
 import socket
-import sys
 import time
-from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.distributed as dist
