@@ -2,11 +2,13 @@
 // workload contract (ARCHITECTURE.md §3): reads ./config.json hyperparameters, sizes its
 // thread pool from KILN_SLOTS, writes WMLA emetrics to $LOG_DIR and val_dict_list.json plus
 // the TorchScript model to $RESULT_DIR, and under Kiln also sends every metric to the master
-// through the native API (kiln::tracking::Reporter). This file only parses flags and wires
-// components.
+// through the native API (kiln::tracking::Reporter). With --elastic it trains as one worker
+// of an elastic job (ARCHITECTURE.md §5, kiln::torch::TrainElastic). This file only parses
+// flags and wires components.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -24,6 +26,9 @@
 #include "kiln/base/files.h"
 #include "kiln/base/json.h"
 #include "kiln/base/status.h"
+#include "kiln/elastic/worker/rendezvous_client.h"
+#include "kiln/elastic/worker/solo_rendezvous.h"
+#include "kiln/torch/elastic_trainer.h"
 #include "kiln/torch/emetrics_writer.h"
 #include "kiln/torch/hyperparameters.h"
 #include "kiln/torch/trainer.h"
@@ -56,8 +61,18 @@ Environment:
                   read by OpenMP and OpenBLAS when they load; kiln-agent sets both to
                   the task's slots, and kiln-train sets both thread counts to --threads
                   at run time anyway.
+  KILN_ELASTIC, KILN_TASK_ID
+                  with --elastic: when KILN_ELASTIC=1 (a worker of an elastic Kiln job,
+                  `kiln run --workers MIN:MAX`), meet the other workers at the master's
+                  rendezvous; otherwise train as a world of one.
 
-Exit status: 0 on success, 1 on any error (the message says what to fix).)";
+Elastic training (--elastic): every worker trains the same model on its share of each
+global batch of --batch-size samples (constant whatever the number of workers), summing
+gradients with Gloo; workers may join, leave or die between any two steps and the rest
+carry on from the last step. Only the worker of rank 0 reports metrics and saves the model.
+
+Exit status: 0 on success (for an elastic worker, also when told to leave), 1 on any error
+(the message says what to fix).)";
 
 std::optional<std::string> Env(const char* name) {
   const char* value = std::getenv(name);
@@ -149,7 +164,8 @@ absl::StatusOr<TrainOptions> ResolveOptions(const FlagTable& table, const std::s
   return options;
 }
 
-absl::Status Run(TrainOptions options) {
+absl::Status Run(TrainOptions options, bool elastic,
+                 const kiln::torch::ElasticOptions& elastic_options) {
   // Metric sinks: every sink added to `sinks` sees every report. Declared before the
   // sinks, the reporter is destroyed last; its destructor waits for unsent metrics.
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<kiln::tracking::Reporter> reporter,
@@ -177,16 +193,44 @@ absl::Status Run(TrainOptions options) {
   }
 
   const int64_t start = kiln::base::MonotonicMicros();
-  auto results = kiln::torch::Train(options, sinks, [](std::string_view line) {
+  auto log_line = [](std::string_view line) {
     std::cout << line << std::endl;  // endl: flush, so a log tailer sees progress live
-  });
+  };
+  absl::StatusOr<std::vector<kiln::torch::EpochResult>> results;
+  if (elastic) {
+    std::unique_ptr<kiln::elastic::worker::Rendezvous> rendezvous;
+    if (Env("KILN_ELASTIC") == "1") {
+      KILN_ASSIGN_OR_RETURN(rendezvous, kiln::elastic::worker::RendezvousClient::FromEnvironment(
+                                            [](const char* name) { return Env(name); }));
+    } else {
+      std::cout << "--elastic outside an elastic Kiln job (KILN_ELASTIC is not 1): training as "
+                   "a world of one"
+                << std::endl;
+      rendezvous = std::make_unique<kiln::elastic::worker::SoloRendezvous>();
+    }
+    auto elastic_result =
+        kiln::torch::TrainElastic(options, elastic_options, *rendezvous, sinks, log_line);
+    if (elastic_result.ok() && elastic_result->left) {
+      const absl::Status closed = emetrics ? emetrics->Close() : absl::OkStatus();
+      std::cout << "left the job at step " << elastic_result->steps << std::endl;
+      return closed;
+    }
+    if (elastic_result.ok()) {
+      results = std::move(elastic_result->epochs);
+    } else {
+      results = elastic_result.status();
+    }
+  } else {
+    results = kiln::torch::Train(options, sinks, log_line);
+  }
   // Close even after a failed run, so that the metrics of finished epochs are published.
   const absl::Status closed = emetrics ? emetrics->Close() : absl::OkStatus();
   KILN_RETURN_IF_ERROR(results.status());
   KILN_RETURN_IF_ERROR(closed);
+  // An elastic worker that joined during the last epoch's evaluation has no result of its own.
+  const double accuracy = results->empty() ? 0 : results->back().test_accuracy;
   std::cout << absl::StrFormat("done: %d epochs, test_accuracy %.4f, %.1f s", results->size(),
-                               results->back().test_accuracy,
-                               (kiln::base::MonotonicMicros() - start) / 1e6)
+                               accuracy, (kiln::base::MonotonicMicros() - start) / 1e6)
             << std::endl;
   return absl::OkStatus();
 }
@@ -236,6 +280,15 @@ int main(int argc, char** argv) {
       .Add("--log-every", &TrainOptions::log_every,
            "Batches between progress lines and train-loss reports; 0 = none")
       ->check(CLI::NonNegativeNumber);
+  bool elastic = false;
+  app.add_flag("--elastic", elastic,
+               "Train as a worker of an elastic job (see below); a world of one outside Kiln");
+  double collective_timeout_s = 30;
+  app.add_option("--collective-timeout", collective_timeout_s,
+                 "With --elastic: seconds a worker waits for an unresponsive peer before "
+                 "re-forming the group without it (a peer that dies is noticed at once)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   std::string config_path;
   app.add_option("--config", config_path,
                  "Hyperparameters JSON file (default: ./config.json when it exists)")
@@ -251,7 +304,10 @@ int main(int argc, char** argv) {
     KILN_ASSIGN_OR_RETURN(
         TrainOptions options,
         ResolveOptions(table, config_path, app.get_option("--threads")->count() > 0));
-    return Run(std::move(options));
+    kiln::torch::ElasticOptions elastic_options;
+    elastic_options.collective_timeout =
+        std::chrono::milliseconds(static_cast<int64_t>(collective_timeout_s * 1000));
+    return Run(std::move(options), elastic, elastic_options);
   }();
   if (status.ok()) return 0;
   std::cerr << "kiln-train: error: " << status.message() << std::endl;

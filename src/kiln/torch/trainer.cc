@@ -1,6 +1,6 @@
-// The one translation unit of kiln-train that includes LibTorch (compiling it costs ~12 s
-// and ~1.2 GB). Every LibTorch call runs inside `Train` / `EvaluateSavedModel`, whose
-// try/catch turns `c10::Error` into a Status.
+// `Train`, `EvaluateSavedModel` and the LibTorch pieces they share with the elastic loop
+// (trainer_internal.h). Every LibTorch call runs inside `Train` / `EvaluateSavedModel` (or
+// `TrainElastic`), whose try/catch turns `c10::Error` into a Status.
 #include "kiln/torch/trainer.h"
 
 #include <dlfcn.h>
@@ -22,13 +22,14 @@
 #include "kiln/base/status.h"
 #include "kiln/torch/hyperparameters.h"
 #include "kiln/torch/idx_reader.h"
+#include "kiln/torch/trainer_internal.h"
 
 namespace kiln::torch {
+namespace internal {
 namespace {
 
 constexpr int64_t kSide = 28;
 constexpr int64_t kPixels = kSide * kSide;
-constexpr int64_t kClasses = 10;
 // Mean and standard deviation of Fashion-MNIST training pixels scaled to [0, 1].
 constexpr double kPixelMean = 0.2860;
 constexpr double kPixelStd = 0.3530;
@@ -36,12 +37,6 @@ constexpr double kPixelStd = 0.3530;
 constexpr int64_t kEvalBatch = 1000;
 
 using ::torch::Tensor;
-
-// One split of the dataset, in memory.
-struct Split {
-  Tensor pixels;  // float32 [N, 1, 28, 28], raw values in [0, 255]
-  Tensor labels;  // int64 [N], in [0, 10)
-};
 
 absl::StatusOr<IdxArray> ReadDatasetFile(const std::string& dir, const std::string& name) {
   // Debian ships the files gzipped; accept the unpacked form too (torchvision's layout).
@@ -52,6 +47,17 @@ absl::StatusOr<IdxArray> ReadDatasetFile(const std::string& dir, const std::stri
   }
   return absl::NotFoundError(absl::StrCat("dataset file ", dir, "/", name, "[.gz] not found"));
 }
+
+// The start of every exported forward(): raw pixels in, normalized [N, 1, 28, 28] out.
+std::string ScriptPrologue() {
+  return absl::StrFormat(
+      "def forward(self, x):\n"
+      "    x = x.float().reshape([-1, 1, %d, %d])\n"
+      "    x = (x / 255.0 - %.6f) / %.6f\n",
+      kSide, kSide, kPixelMean, kPixelStd);
+}
+
+}  // namespace
 
 absl::StatusOr<Split> LoadSplit(const std::string& dir, const std::string& prefix, int64_t limit) {
   KILN_ASSIGN_OR_RETURN(IdxArray images,
@@ -88,22 +94,7 @@ absl::StatusOr<Split> LoadSplit(const std::string& dir, const std::string& prefi
 // In place: the training set is 188 MB as float, so one copy is enough.
 void Normalize(Tensor& pixels) { pixels.div_(255.0).sub_(kPixelMean).div_(kPixelStd); }
 
-// The start of every exported forward(): raw pixels in, normalized [N, 1, 28, 28] out.
-std::string ScriptPrologue() {
-  return absl::StrFormat(
-      "def forward(self, x):\n"
-      "    x = x.float().reshape([-1, 1, %d, %d])\n"
-      "    x = (x / 255.0 - %.6f) / %.6f\n",
-      kSide, kSide, kPixelMean, kPixelStd);
-}
-
-// A classifier of normalized [N, 1, 28, 28] images into 10 logits, which can also write
-// its forward() as TorchScript source over its parameters (named with '_' for '.').
-class Classifier : public ::torch::nn::Module {
- public:
-  virtual Tensor forward(Tensor x) = 0;
-  virtual std::string ScriptSource() const = 0;
-};
+namespace {
 
 // 784 - hidden - 10 with ReLU.
 class Mlp final : public Classifier {
@@ -170,15 +161,26 @@ class Cnn final : public Classifier {
   ::torch::nn::Linear fc2_;
 };
 
+}  // namespace
+
+std::shared_ptr<Classifier> MakeClassifier(const std::string& model, int hidden) {
+  if (model == "cnn") return std::make_shared<Cnn>(hidden);
+  return std::make_shared<Mlp>(hidden);
+}
+
 // Sets LibTorch's intra-op threads and, when the process loaded OpenBLAS (Debian's
 // libopenblas0-pthread), OpenBLAS's too: OpenBLAS ignores torch::set_num_threads and reads
 // OPENBLAS_NUM_THREADS only when it is loaded, before main.
-void SetThreads(int threads) {
+int SetThreads(int requested) {
+  const int threads = requested > 0
+                          ? requested
+                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
   ::torch::set_num_threads(threads);
   using SetNumThreads = void (*)(int);
   if (void* symbol = dlsym(RTLD_DEFAULT, "openblas_set_num_threads"); symbol != nullptr) {
     reinterpret_cast<SetNumThreads>(symbol)(threads);
   }
+  return threads;
 }
 
 EvalResult Evaluate(const std::function<Tensor(const Tensor&)>& forward, const Tensor& inputs,
@@ -220,6 +222,21 @@ absl::Status SaveTorchScript(const Classifier& model, const std::string& model_n
   return base::WriteFileAtomically(path, bytes.str());
 }
 
+}  // namespace internal
+
+namespace {
+
+using internal::Classifier;
+using internal::Evaluate;
+using internal::kClasses;
+using internal::LoadSplit;
+using internal::MakeClassifier;
+using internal::Normalize;
+using internal::SaveTorchScript;
+using internal::SetThreads;
+using internal::Split;
+using ::torch::Tensor;
+
 void Log(const std::function<void(std::string_view)>& log_line, const std::string& line) {
   if (log_line) log_line(line);
 }
@@ -228,10 +245,7 @@ absl::StatusOr<std::vector<EpochResult>> TrainUnchecked(
     const TrainOptions& options, MetricsSink& sink,
     const std::function<void(std::string_view)>& log_line) {
   KILN_RETURN_IF_ERROR(ValidateTrainOptions(options));
-  const int threads = options.threads > 0
-                          ? options.threads
-                          : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
-  SetThreads(threads);
+  const int threads = SetThreads(options.threads);
   ::torch::manual_seed(options.seed);
 
   KILN_ASSIGN_OR_RETURN(Split train, LoadSplit(options.data_dir, "train", options.train_limit));
@@ -241,12 +255,7 @@ absl::StatusOr<std::vector<EpochResult>> TrainUnchecked(
   const Tensor& train_inputs = train.pixels;
   const Tensor& test_inputs = test.pixels;
 
-  std::shared_ptr<Classifier> model;
-  if (options.model == "cnn") {
-    model = std::make_shared<Cnn>(options.hidden);
-  } else {
-    model = std::make_shared<Mlp>(options.hidden);
-  }
+  std::shared_ptr<Classifier> model = MakeClassifier(options.model, options.hidden);
   int64_t num_parameters = 0;
   for (const Tensor& p : model->parameters()) num_parameters += p.numel();
   ::torch::optim::SGD optimizer(model->parameters(),
