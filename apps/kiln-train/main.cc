@@ -289,6 +289,11 @@ int main(int argc, char** argv) {
                  "re-forming the group without it (a peer that dies is noticed at once)")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  int step_delay_ms = 0;
+  app.add_option("--elastic-step-delay-ms", step_delay_ms,
+                 "With --elastic: pause after every step (stretches short runs for tests and "
+                 "demos of workers joining and leaving)")
+      ->check(CLI::NonNegativeNumber);
   std::string config_path;
   app.add_option("--config", config_path,
                  "Hyperparameters JSON file (default: ./config.json when it exists)")
@@ -307,6 +312,7 @@ int main(int argc, char** argv) {
     kiln::torch::ElasticOptions elastic_options;
     elastic_options.collective_timeout =
         std::chrono::milliseconds(static_cast<int64_t>(collective_timeout_s * 1000));
+    elastic_options.step_delay = std::chrono::milliseconds(step_delay_ms);
     return Run(std::move(options), elastic, elastic_options);
   }();
   if (status.ok()) return 0;

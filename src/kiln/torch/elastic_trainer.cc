@@ -11,6 +11,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -257,6 +258,7 @@ class ElasticRun {
       progress_.window_steps = 0;
     }
     if (progress_.position >= samples_) FinishEpoch(report);
+    if (elastic_.step_delay.count() > 0) std::this_thread::sleep_for(elastic_.step_delay);
     return next;
   }
 

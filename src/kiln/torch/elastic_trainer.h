@@ -26,6 +26,9 @@ struct ElasticOptions {
   std::chrono::milliseconds collective_timeout{30000};
   // Generations in a row that may fail before any step succeeds before giving up.
   int max_failed_generations = 20;
+  // A pause after every step, which stretches a short run so that tests and demos can
+  // change its membership mid-epoch. Zero in real training.
+  std::chrono::milliseconds step_delay{0};
 };
 
 struct ElasticResult {
