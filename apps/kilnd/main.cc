@@ -32,6 +32,11 @@ int main(int argc, char** argv) {
   app.add_option("--kill-grace-ms", options.kill_grace_ms,
                  "time between SIGTERM and SIGKILL when a job is killed")
       ->capture_default_str();
+  app.add_option("--rendezvous-timeout", options.rendezvous_timeout_seconds,
+                 "seconds an elastic job's next generation waits for members that have not "
+                 "joined (they are then stopped)")
+      ->check(CLI::Range(int64_t{1}, int64_t{3600}))
+      ->capture_default_str();
   app.add_flag("!--no-gpus", options.discover_gpus, "do not look for GPUs with nvidia-smi");
   app.add_option("--shim", options.shim_path, "path of kiln-shim (default: beside kilnd)");
   app.add_option("--log-level", log_level, "debug, info, warn or error")->capture_default_str();

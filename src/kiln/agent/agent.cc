@@ -22,6 +22,7 @@
 #include "kiln/base/files.h"
 #include "kiln/base/json.h"
 #include "kiln/base/status.h"
+#include "kiln/elastic/worker/local_address.h"
 #include "kiln/net/http_status.h"
 #include "kiln/tracking/emetrics.h"
 #include "spdlog/spdlog.h"
@@ -223,6 +224,11 @@ absl::Status Agent::Register(net::HttpClient& client) {
   char host[256] = {0};
   ::gethostname(host, sizeof(host) - 1);
   hello.hostname = host;
+  // Peers of this node's tasks (static jobs' MASTER_ADDR) reach it the way it reaches
+  // the master.
+  if (auto address = elastic::worker::LocalAddressToward(options_.master_url); address.ok()) {
+    hello.address = *address;
+  }
   hello.slots = options_.slots;
   hello.gpus = gpus_;
   hello.tasks = HeldTasks();

@@ -131,11 +131,8 @@ Json ToJson(const AgentHello& m) {
     gpus.push_back(
         {{"index", g.index}, {"uuid", g.uuid}, {"name", g.name}, {"memory_mib", g.memory_mib}});
   }
-  return {{"agent_id", m.agent_id},
-          {"hostname", m.hostname},
-          {"slots", m.slots},
-          {"gpus", gpus},
-          {"tasks", m.tasks}};
+  return {{"agent_id", m.agent_id}, {"hostname", m.hostname}, {"address", m.address},
+          {"slots", m.slots},       {"gpus", gpus},           {"tasks", m.tasks}};
 }
 
 absl::StatusOr<AgentHello> AgentHelloFromJson(const Json& j) {
@@ -145,6 +142,9 @@ absl::StatusOr<AgentHello> AgentHelloFromJson(const Json& j) {
     return absl::InvalidArgumentError("agent_id must be 1 to 128 characters");
   }
   KILN_ASSIGN_OR_RETURN(m.hostname, base::GetStringOr(j, "hostname", ""));
+  KILN_ASSIGN_OR_RETURN(m.address, base::GetStringOr(j, "address", ""));
+  if (m.address.size() > 255)
+    return absl::InvalidArgumentError("address must be at most 255 characters");
   KILN_ASSIGN_OR_RETURN(int64_t slots, base::GetInt(j, "slots"));
   if (slots < 0 || slots > 100000) return absl::InvalidArgumentError("slots out of range");
   m.slots = static_cast<int>(slots);

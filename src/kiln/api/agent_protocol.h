@@ -37,6 +37,9 @@ struct GpuDescription {
 struct AgentHello {
   std::string agent_id;
   std::string hostname;
+  // The address other nodes reach this one at (its IP on the route to the master); the
+  // MASTER_ADDR of static distributed jobs whose rank 0 runs here. Empty: the hostname.
+  std::string address;
   int slots = 0;
   std::vector<GpuDescription> gpus;
   std::vector<int64_t>

@@ -52,7 +52,62 @@ base::Json JobToJson(const store::JobRecord& job) {
             {"scheduled_at", TimeOrNull(job.scheduled_at)},
             {"started_at", TimeOrNull(job.started_at)},
             {"finished_at", TimeOrNull(job.finished_at)}};
+  if (!spec.value("workdir", "").empty()) j["workdir"] = spec["workdir"];
+  if (spec.contains("workers")) {
+    int n = spec["workers"].get<int>();
+    j["workers"] = {{"elastic", false}, {"min", n}, {"max", n}, {"target", n}};
+  } else if (spec.contains("min_workers")) {
+    j["workers"] = {
+        {"elastic", true},
+        {"min", spec["min_workers"]},
+        {"max", spec["max_workers"]},
+        {"target", job.target_workers ? Json(*job.target_workers) : spec["max_workers"]},
+        {"min_workers_timeout_s", spec.value("min_workers_timeout_s", 600)},
+        {"max_worker_failures", spec.value("max_worker_failures", 0)}};
+  }
+  if (job.parent_id) {
+    j["parent"] = *job.parent_id;
+    j["worker_index"] = job.worker_index;
+  }
   return j;
+}
+
+absl::Status AddDistributedDetails(store::Store& store, Json& job) {
+  if (!job.contains("workers")) return absl::OkStatus();
+  const int64_t id = job["id"].get<int64_t>();
+  store::JobFilter filter;
+  filter.parent_id = id;
+  filter.limit = 100'000;
+  KILN_ASSIGN_OR_RETURN(auto workers, store.ListJobs(filter));
+  Json tasks = Json::array();
+  int live = 0;
+  for (auto it = workers.rbegin(); it != workers.rend(); ++it) {  // oldest first
+    const store::JobRecord& w = *it;
+    live += !store::IsTerminal(w.state);
+    tasks.push_back({{"id", w.id},
+                     {"worker_index", w.worker_index},
+                     {"state", std::string(store::JobStateName(w.state))},
+                     {"agent", w.agent_id.empty() ? Json(nullptr) : Json(w.agent_id)},
+                     {"exit_code", w.exit_code ? Json(*w.exit_code) : Json(nullptr)},
+                     {"signal", w.signal ? Json(*w.signal) : Json(nullptr)},
+                     {"reason", w.reason},
+                     {"started_at", TimeOrNull(w.started_at)},
+                     {"finished_at", TimeOrNull(w.finished_at)}});
+  }
+  job["workers"]["live"] = live;
+  job["tasks"] = std::move(tasks);
+  KILN_ASSIGN_OR_RETURN(auto generations, store.ListGenerations(id));
+  Json gens = Json::array();
+  for (const store::GenerationRecord& g : generations) {
+    gens.push_back({{"id", g.id},
+                    {"world_size", g.members.size()},
+                    {"members", g.members},
+                    {"store", g.store_address},
+                    {"started_at", base::FormatIso8601(g.started_at)},
+                    {"reason", g.reason}});
+  }
+  job["generations"] = std::move(gens);
+  return absl::OkStatus();
 }
 
 base::Json LogLineToJson(const store::LogLine& line) {
@@ -262,7 +317,11 @@ void NativeApi::ListJobs(HttpRequest& req, Responder res) {
   }
   KILN_API_ASSIGN(auto jobs, jobs_.ListJobs(who, filter));
   Json out = Json::array();
-  for (const auto& j : jobs) out.push_back(JobToJson(j));
+  for (const auto& record : jobs) {
+    Json j = JobToJson(record);
+    if (absl::Status s = AddDistributedDetails(store_, j); !s.ok()) return SendError(res, s);
+    out.push_back(std::move(j));
+  }
   Json body = {{"jobs", out}};
   if (static_cast<int64_t>(jobs.size()) == limit) {
     body["next_page_token"] = std::to_string(jobs.back().id);
@@ -274,7 +333,9 @@ void NativeApi::GetJob(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
   KILN_API_ASSIGN(int64_t id, PathId(req));
   KILN_API_ASSIGN(store::JobRecord job, jobs_.GetJob(who, id));
-  SendJson(res, 200, JobToJson(job));
+  Json j = JobToJson(job);
+  if (absl::Status s = AddDistributedDetails(store_, j); !s.ok()) return SendError(res, s);
+  SendJson(res, 200, j);
 }
 
 void NativeApi::KillJob(HttpRequest& req, Responder res) {

@@ -83,6 +83,9 @@ class NativeApi {
 
 // JSON views of records, shared by the native API and the other dialects.
 base::Json JobToJson(const store::JobRecord& job);
+// For a distributed job's JSON (one with "workers"): adds "tasks" (its workers, oldest
+// first), "generations" and workers.live, read from `store`.
+absl::Status AddDistributedDetails(store::Store& store, base::Json& job);
 base::Json LogLineToJson(const store::LogLine& line);
 
 }  // namespace kiln::api

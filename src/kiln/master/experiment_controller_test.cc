@@ -121,7 +121,7 @@ class ExperimentControllerTest : public ::testing::Test {
     ASSERT_TRUE(jobs_->Recover().ok());
     // As master.cc does, the events are queued and delivered later (Drain), never from
     // inside the JobController call that fired them.
-    jobs_->SetJobEndObserver([this](int64_t id) { events_.push_back({'e', id}); });
+    jobs_->AddJobEndObserver([this](int64_t id) { events_.push_back({'e', id}); });
     jobs_->SetJobMetricsObserver([this](int64_t id) { events_.push_back({'m', id}); });
     experiments_ = std::make_unique<ExperimentController>(*store_, *jobs_, clock_);
     absl::Status s = experiments_->Recover();

@@ -54,8 +54,12 @@ void JobController::SetObservers(std::function<void(const std::string&)> on_agen
   on_job_output_ = std::move(on_job_output);
 }
 
-void JobController::SetJobEndObserver(std::function<void(int64_t)> on_job_end) {
-  on_job_end_ = std::move(on_job_end);
+void JobController::AddJobEndObserver(std::function<void(int64_t)> on_job_end) {
+  on_job_end_.push_back(std::move(on_job_end));
+}
+
+void JobController::SetJobStartedObserver(std::function<void(int64_t)> on_job_started) {
+  on_job_started_ = std::move(on_job_started);
 }
 
 void JobController::SetJobMetricsObserver(std::function<void(int64_t)> on_job_metrics) {
@@ -117,6 +121,7 @@ absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobS
   record.state = JobState::kQueued;
   record.spec_json = base::DumpJson(JobSpecToJson(spec));
   record.created_at = clock_.NowMicros();
+  if (spec.workers) record.target_workers = spec.workers->max;
   store::EventRecord event{0, record.created_at, "STATE", absl::StrCat("QUEUED by ", who.username)};
   KILN_ASSIGN_OR_RETURN(record, store_.CreateJob(std::move(record), event));
   record.username = who.username;
@@ -131,7 +136,8 @@ absl::Status JobController::CheckSubmittable(const auth::Principal& who,
   if (!who.is_user()) {
     return absl::PermissionDeniedError("only users can submit jobs; this token belongs to a task");
   }
-  KILN_RETURN_IF_ERROR(pool_.CheckSatisfiable(spec.resources));
+  KILN_RETURN_IF_ERROR(spec.workers ? pool_.CheckSatisfiable(spec.resources, spec.workers->min)
+                                    : pool_.CheckSatisfiable(spec.resources));
   if (spec.package && !spec.package->id.empty()) {
     KILN_RETURN_IF_ERROR(store_.GetPackage(spec.package->id).status());
   }
@@ -180,6 +186,10 @@ absl::StatusOr<JobRecord> JobController::Kill(const auth::Principal& who, int64_
                                                       store::JobStateName(record.state), ")"));
   }
   std::string by = absl::StrCat("killed by ", who.username);
+  if (IsDistributedParent(*job)) {
+    KILN_RETURN_IF_ERROR(FinishDistributed(job_id, JobState::kKilled, by));
+    return store_.GetJob(job_id);
+  }
   switch (job->record.state) {
     case JobState::kQueued:
     case JobState::kScheduled: {
@@ -274,7 +284,7 @@ absl::StatusOr<int> JobController::IngestMetrics(const auth::Principal& who, int
 
 void JobController::Schedule() {
   for (auto& [id, job] : active_) {
-    if (job.record.state != JobState::kQueued) continue;
+    if (job.record.state != JobState::kQueued || IsDistributedParent(job)) continue;
     std::optional<scheduler::Allocation> placement = pool_.FindPlacement(job.spec.resources);
     if (!placement) continue;  // later, smaller jobs may still fit (backfill)
     KILN_CHECK_OK(pool_.Allocate(id, *placement));
@@ -307,12 +317,15 @@ absl::StatusOr<api::TaskSpec> JobController::BuildTaskSpec(ActiveJob& job) {
   t.env = job.spec.env;
   t.config = job.spec.config;
   t.workdir = job.spec.workdir;
-  KILN_ASSIGN_OR_RETURN(std::string token, auth_.IssueTaskToken(job.record.id, job.record.user_id));
+  // A worker acts for its parent job: metrics, logs and the rendezvous are the parent's.
+  const int64_t owner = job.record.parent_id.value_or(job.record.id);
+  KILN_ASSIGN_OR_RETURN(std::string token, auth_.IssueTaskToken(owner, job.record.user_id));
   t.env["KILN_TOKEN"] = token;
-  t.env["KILN_JOB_ID"] = std::to_string(job.record.id);
+  t.env["KILN_JOB_ID"] = std::to_string(owner);
   t.env["KILN_TASK_ID"] = std::to_string(job.record.id);
-  t.env["TRAINING_ID"] = std::to_string(job.record.id);
-  t.env["DLI_EXECID"] = std::to_string(job.record.id);  // WMLA scripts read it
+  t.env["TRAINING_ID"] = std::to_string(owner);
+  t.env["DLI_EXECID"] = std::to_string(owner);  // WMLA scripts read it
+  if (job.record.parent_id) KILN_RETURN_IF_ERROR(AddWorkerEnv(job, t));
   if (job.spec.package) {
     if (!job.spec.package->id.empty()) {
       KILN_ASSIGN_OR_RETURN(store::PackageRecord p, store_.GetPackage(job.spec.package->id));
@@ -349,7 +362,7 @@ absl::Status JobController::Finish(ActiveJob& job, JobState state, std::string r
   pool_.Release(id);
   active_.erase(id);
   NotifyOutput(id);
-  if (on_job_end_) on_job_end_(id);
+  for (const auto& observer : on_job_end_) observer(id);
   Schedule();
   return absl::OkStatus();
 }
@@ -515,10 +528,17 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
 
   // Output first: a final state is applied only once all output before it is stored.
   bool output_ok = true;
+  const std::optional<int64_t> parent = stored->parent_id;
+  const int64_t owner = parent.value_or(id);
   if (report.log || report.emetrics) {
     store::TaskOutput out;
+    out.record_under = parent;
     if (report.log) {
       out.lines = report.log->lines;
+      if (parent) {
+        std::string prefix = absl::StrCat("[w", id, "] ");
+        for (store::LogLine& line : out.lines) line.text.insert(0, prefix);
+      }
       out.expected_offsets["log"] = report.log->from;
       out.offsets["log"] = report.log->to;
     }
@@ -532,8 +552,8 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
       if (!absl::IsFailedPrecondition(appended.status())) return appended.status();
       output_ok = false;  // offsets disagree: the agent resends from ours
     } else {
-      if (!out.lines.empty()) NotifyOutput(id);
-      if (!out.metrics.empty() && on_job_metrics_) on_job_metrics_(id);
+      if (!out.lines.empty()) NotifyOutput(owner);
+      if (!out.metrics.empty() && on_job_metrics_) on_job_metrics_(owner);
     }
   }
   ack.offsets = OffsetsOf(id);
@@ -553,6 +573,7 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
     job.record.state = JobState::kRunning;
     job.record.started_at = *report.started_at;
     KILN_RETURN_IF_ERROR(Transition(job, "STATE", absl::StrCat("RUNNING on ", agent_id)));
+    if (on_job_started_) on_job_started_(id);
   }
 
   switch (report.phase) {
@@ -561,12 +582,14 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
         job.record.state = JobState::kRunning;
         job.record.started_at = report.started_at ? *report.started_at : clock_.NowMicros();
         KILN_RETURN_IF_ERROR(Transition(job, "STATE", absl::StrCat("RUNNING on ", agent_id)));
+        if (on_job_started_) on_job_started_(id);
       }
       return ack;
     case api::TaskPhase::kExited: {
       if (!report.final_metrics.empty()) {
-        KILN_RETURN_IF_ERROR(
-            store_.AppendMetrics(id, "val_dict_list.json", 1, report.final_metrics).status());
+        std::string writer =
+            parent ? absl::StrCat("val_dict_list.json:w", id) : "val_dict_list.json";
+        KILN_RETURN_IF_ERROR(store_.AppendMetrics(owner, writer, 1, report.final_metrics).status());
       }
       if (!job.record.started_at) job.record.started_at = report.started_at;
       JobState state;
@@ -643,6 +666,216 @@ void JobController::SweepAgents() {
   for (const std::string& id : lost) {
     LoseAgent(id, absl::StrCat("no contact for ", options_.agent_timeout_micros / 1'000'000, " s"));
   }
+}
+
+// ---------------------------------------------------------------- distributed jobs
+
+std::vector<int64_t> JobController::ActiveDistributedJobs() const {
+  std::vector<int64_t> ids;
+  for (const auto& [id, job] : active_) {
+    if (IsDistributedParent(job)) ids.push_back(id);
+  }
+  return ids;
+}
+
+std::optional<JobController::DistributedView> JobController::ViewDistributed(
+    int64_t parent_id) const {
+  auto it = active_.find(parent_id);
+  if (it == active_.end() || !IsDistributedParent(it->second)) return std::nullopt;
+  DistributedView view{it->second.record, it->second.spec, {}};
+  for (const auto& [id, job] : active_) {
+    if (job.record.parent_id == parent_id) view.workers.push_back(job.record);
+  }
+  return view;
+}
+
+int JobController::CountPlacements(const scheduler::Resources& resources, int limit) const {
+  return static_cast<int>(pool_.FindPlacements(resources, limit).size());
+}
+
+std::optional<scheduler::Resources> JobController::OldestWaitingDemand() const {
+  for (const auto& [id, job] : active_) {
+    if (job.record.state == JobState::kQueued && !IsDistributedParent(job)) {
+      return job.spec.resources;
+    }
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::vector<int64_t>> JobController::StartWorkers(int64_t parent_id, int count,
+                                                                 bool all_or_nothing) {
+  auto it = active_.find(parent_id);
+  if (it == active_.end() || !IsDistributedParent(it->second)) {
+    return absl::NotFoundError(
+        absl::StrCat("job ", parent_id, " is not an unfinished distributed job"));
+  }
+  // Copies: creating jobs below inserts into active_.
+  const JobRecord parent = it->second.record;
+  JobSpec worker_spec = it->second.spec;
+  worker_spec.workers.reset();
+  std::vector<scheduler::Allocation> placements =
+      pool_.FindPlacements(worker_spec.resources, count);
+  if (placements.empty() || (all_or_nothing && static_cast<int>(placements.size()) < count)) {
+    return std::vector<int64_t>{};
+  }
+  store::JobFilter siblings;
+  siblings.parent_id = parent_id;
+  siblings.limit = 1'000'000;
+  KILN_ASSIGN_OR_RETURN(auto existing, store_.ListJobs(siblings));
+  int next_index = 0;
+  for (const JobRecord& w : existing) next_index = std::max(next_index, w.worker_index + 1);
+
+  std::vector<int64_t> started;
+  const int64_t now = clock_.NowMicros();
+  for (const scheduler::Allocation& placement : placements) {
+    JobRecord record;
+    record.name = absl::StrCat(parent.name, "-w", next_index);
+    record.user_id = parent.user_id;
+    record.username = parent.username;
+    record.state = JobState::kQueued;
+    record.spec_json = base::DumpJson(JobSpecToJson(worker_spec));
+    record.created_at = now;
+    record.parent_id = parent_id;
+    record.worker_index = next_index++;
+    store::EventRecord event{0, now, "STATE", absl::StrCat("QUEUED as worker of job ", parent_id)};
+    KILN_ASSIGN_OR_RETURN(record, store_.CreateJob(std::move(record), event));
+    record.username = parent.username;
+    const int64_t id = record.id;
+    ActiveJob& worker = active_[id] = ActiveJob{std::move(record), worker_spec};
+    KILN_RETURN_IF_ERROR(pool_.Allocate(id, placement));
+    worker.record.state = JobState::kScheduled;
+    worker.record.agent_id = placement.agent_id;
+    worker.record.scheduled_at = now;
+    worker.record.allocation_json = base::DumpJson(AllocationToJson(placement));
+    absl::Status s = Transition(worker, "STATE", absl::StrCat("SCHEDULED on ", placement.agent_id));
+    if (!s.ok()) {
+      // Left QUEUED in the store: Schedule places it like any queued job.
+      pool_.Release(id);
+      worker.record.state = JobState::kQueued;
+      return s;
+    }
+    started.push_back(id);
+  }
+  ActiveJob& p = active_.at(parent_id);
+  if (p.record.state == JobState::kQueued) {
+    p.record.state = JobState::kScheduled;
+    p.record.scheduled_at = now;
+    KILN_RETURN_IF_ERROR(
+        Transition(p, "STATE", absl::StrCat("SCHEDULED: ", started.size(), " workers placed")));
+  } else {
+    KILN_RETURN_IF_ERROR(RecordEvent(
+        parent_id, "WORKERS", absl::StrCat("started worker(s) ", absl::StrJoin(started, ", "))));
+  }
+  for (int64_t id : started) NotifyAgent(active_.at(id).record.agent_id);
+  return started;
+}
+
+absl::Status JobController::StopWorker(int64_t worker_id, const std::string& reason) {
+  auto it = active_.find(worker_id);
+  if (it == active_.end()) return absl::OkStatus();  // already over
+  ActiveJob& job = it->second;
+  if (job.record.state == JobState::kQueued || job.record.state == JobState::kScheduled) {
+    std::string agent = job.record.agent_id;
+    KILN_RETURN_IF_ERROR(
+        Finish(job, JobState::kKilled, reason, std::nullopt, std::nullopt, std::nullopt));
+    if (!agent.empty()) NotifyAgent(agent);
+    return absl::OkStatus();
+  }
+  if (job.record.kill_requested) return absl::OkStatus();
+  job.record.kill_requested = true;
+  job.record.reason = reason;
+  KILN_RETURN_IF_ERROR(Transition(job, "KILL", reason));
+  NotifyAgent(job.record.agent_id);
+  return absl::OkStatus();
+}
+
+absl::Status JobController::SetWorkerTarget(int64_t parent_id, int target) {
+  auto it = active_.find(parent_id);
+  if (it == active_.end())
+    return absl::NotFoundError(absl::StrCat("no unfinished job ", parent_id));
+  int before = it->second.record.target_workers.value_or(0);
+  it->second.record.target_workers = target;
+  return Transition(it->second, "SCALE",
+                    absl::StrCat("target ", before, " -> ", target, " workers"));
+}
+
+absl::Status JobController::MarkDistributedRunning(int64_t parent_id, const std::string& message) {
+  auto it = active_.find(parent_id);
+  if (it == active_.end() || it->second.record.state == JobState::kRunning) return absl::OkStatus();
+  ActiveJob& job = it->second;
+  job.record.state = JobState::kRunning;
+  job.record.started_at = clock_.NowMicros();
+  KILN_RETURN_IF_ERROR(Transition(job, "STATE", absl::StrCat("RUNNING: ", message)));
+  if (on_job_started_) on_job_started_(parent_id);
+  return absl::OkStatus();
+}
+
+absl::Status JobController::FinishDistributed(int64_t parent_id, JobState state,
+                                              std::string reason) {
+  std::vector<int64_t> workers;
+  for (const auto& [id, job] : active_) {
+    if (job.record.parent_id == parent_id) workers.push_back(id);
+  }
+  std::string why = state == JobState::kKilled ? reason : absl::StrCat("job ended: ", reason);
+  for (int64_t id : workers) KILN_RETURN_IF_ERROR(StopWorker(id, why));
+  auto it = active_.find(parent_id);
+  if (it == active_.end()) return absl::OkStatus();
+  return Finish(it->second, state, std::move(reason), std::nullopt, std::nullopt, std::nullopt);
+}
+
+absl::Status JobController::RecordEvent(int64_t job_id, std::string type, std::string message) {
+  auto it = active_.find(job_id);
+  if (it == active_.end()) return absl::NotFoundError(absl::StrCat("no unfinished job ", job_id));
+  return Transition(it->second, std::move(type), std::move(message));
+}
+
+absl::Status JobController::AddWorkerEnv(const ActiveJob& worker, api::TaskSpec& task) {
+  const int64_t parent_id = *worker.record.parent_id;
+  std::optional<JobSpec> parent_spec;
+  if (auto it = active_.find(parent_id); it != active_.end()) {
+    parent_spec = it->second.spec;
+  } else {
+    KILN_ASSIGN_OR_RETURN(JobRecord parent, store_.GetJob(parent_id));
+    KILN_ASSIGN_OR_RETURN(base::Json body, base::ParseJson(parent.spec_json));
+    KILN_ASSIGN_OR_RETURN(parent_spec, JobSpecFromStoredJson(body));
+  }
+  if (!parent_spec->workers) return absl::InternalError("a worker's parent is not distributed");
+  const WorkersSpec& w = *parent_spec->workers;
+  if (w.elastic) {
+    task.env["KILN_ELASTIC"] = "1";
+    task.env["KILN_MIN_WORKERS"] = std::to_string(w.min);
+    task.env["KILN_MAX_WORKERS"] = std::to_string(w.max);
+    return absl::OkStatus();
+  }
+  // Static (torchrun-style env://): ranks are worker indices; rank 0's host is the master.
+  std::string master_addr;
+  int local_rank = 0, local_world = 0;
+  for (const auto& [id, job] : active_) {
+    if (job.record.parent_id != parent_id) continue;
+    if (job.record.worker_index == 0) {
+      auto agent = agents_.find(job.record.agent_id);
+      if (agent != agents_.end()) {
+        master_addr = agent->second.hello.address.empty() ? agent->second.hello.hostname
+                                                          : agent->second.hello.address;
+      }
+    }
+    if (job.record.agent_id == worker.record.agent_id) {
+      ++local_world;
+      if (job.record.worker_index < worker.record.worker_index) ++local_rank;
+    }
+  }
+  if (master_addr.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("rank 0 of job ", parent_id, " has no known host; it cannot start"));
+  }
+  task.env["RANK"] = std::to_string(worker.record.worker_index);
+  task.env["WORLD_SIZE"] = std::to_string(w.min);
+  task.env["LOCAL_RANK"] = std::to_string(local_rank);
+  task.env["LOCAL_WORLD_SIZE"] = std::to_string(local_world);
+  task.env["MASTER_ADDR"] = master_addr;
+  // One port per job, in a range below Linux's ephemeral ports (32768+).
+  task.env["MASTER_PORT"] = std::to_string(29500 + parent_id % 2000);
+  return absl::OkStatus();
 }
 
 base::Json JobController::DescribeAgents() const {

@@ -85,13 +85,45 @@ class JobController {
   // has something new to do; `on_job_output(job_id)` when a job has new log lines or ended.
   void SetObservers(std::function<void(const std::string&)> on_agent_work,
                     std::function<void(int64_t)> on_job_output);
-  // Set once by the master for the experiment driver. `on_job_end(job_id)` fires after a
-  // job's final state is stored; `on_job_metrics(job_id)` after metric points of a running
-  // job were stored (emetrics in a report, or a native batch). Both fire synchronously
-  // from inside JobController calls (Kill included), so the observer must not call back
-  // into it: the master posts them to its loop.
-  void SetJobEndObserver(std::function<void(int64_t)> on_job_end);
+  // Set by the master for the experiment and elastic drivers. `on_job_end(job_id)` fires
+  // after a job's final state is stored (every observer added, in order); `on_job_metrics`
+  // after metric points of a running job were stored (emetrics in a report, or a native
+  // batch); `on_job_started` when a job becomes RUNNING. All fire synchronously from inside
+  // JobController calls (Kill included), so an observer must not call back into it: the
+  // master posts them to its loop.
+  void AddJobEndObserver(std::function<void(int64_t)> on_job_end);
   void SetJobMetricsObserver(std::function<void(int64_t)> on_job_metrics);
+  void SetJobStartedObserver(std::function<void(int64_t)> on_job_started);
+
+  // ---- distributed jobs (ARCHITECTURE.md §5.1), driven by the ElasticController ----
+  // A distributed job is a parent (never placed itself) plus one child job per worker.
+  struct DistributedView {
+    store::JobRecord record;                // the parent
+    JobSpec spec;                           // with spec.workers set
+    std::vector<store::JobRecord> workers;  // unfinished workers, oldest first
+  };
+  // The unfinished distributed jobs, oldest first.
+  std::vector<int64_t> ActiveDistributedJobs() const;
+  std::optional<DistributedView> ViewDistributed(int64_t parent_id) const;
+  // Starts up to `count` workers of `parent_id` where they fit now (none unless all fit
+  // with `all_or_nothing`). The parent becomes SCHEDULED. Returns the new workers' ids.
+  absl::StatusOr<std::vector<int64_t>> StartWorkers(int64_t parent_id, int count,
+                                                    bool all_or_nothing);
+  // How many workers of `resources` fit now, at most `limit`.
+  int CountPlacements(const scheduler::Resources& resources, int limit) const;
+  // The resources of the oldest queued job that is not a distributed parent (every queued
+  // job is waiting for room), or nullopt. What an elastic job gives slots back for.
+  std::optional<scheduler::Resources> OldestWaitingDemand() const;
+  // Stops a worker: SIGTERM, SIGKILL after the grace (or ends it at once if not started);
+  // `reason` becomes its record's reason.
+  absl::Status StopWorker(int64_t worker_id, const std::string& reason);
+  absl::Status SetWorkerTarget(int64_t parent_id, int target);
+  // Moves the parent to RUNNING (first generation formed, or every static worker runs).
+  absl::Status MarkDistributedRunning(int64_t parent_id, const std::string& message);
+  // Ends the parent; workers still unfinished are stopped.
+  absl::Status FinishDistributed(int64_t parent_id, store::JobState state, std::string reason);
+  // Appends an event to a job's history (e.g. "GENERATION").
+  absl::Status RecordEvent(int64_t job_id, std::string type, std::string message);
 
   // Cluster view for `GET /api/v1/agents`.
   base::Json DescribeAgents() const;
@@ -101,6 +133,10 @@ class JobController {
     store::JobRecord record;
     JobSpec spec;
   };
+  bool IsDistributedParent(const ActiveJob& job) const {
+    return job.spec.workers.has_value() && !job.record.parent_id;
+  }
+  absl::Status AddWorkerEnv(const ActiveJob& worker, api::TaskSpec& task);
   struct AgentSession {
     api::AgentHello hello;
     int64_t last_seen = 0;
@@ -131,8 +167,9 @@ class JobController {
   std::map<std::string, AgentSession> agents_;
   std::function<void(const std::string&)> on_agent_work_;
   std::function<void(int64_t)> on_job_output_;
-  std::function<void(int64_t)> on_job_end_;
+  std::vector<std::function<void(int64_t)>> on_job_end_;
   std::function<void(int64_t)> on_job_metrics_;
+  std::function<void(int64_t)> on_job_started_;
 };
 
 }  // namespace kiln::master

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/agent/agent.h"
+#include "kiln/api/elastic_api.h"
 #include "kiln/api/experiments_api.h"
 #include "kiln/api/native_api.h"
 #include "kiln/api/wmla_api.h"
@@ -21,6 +22,7 @@
 #include "kiln/base/files.h"
 #include "kiln/base/random.h"
 #include "kiln/base/status.h"
+#include "kiln/master/elastic_controller.h"
 #include "kiln/master/experiment_controller.h"
 #include "kiln/master/job_controller.h"
 #include "kiln/net/http_server.h"
@@ -36,8 +38,10 @@ struct Master::Impl {
   std::unique_ptr<auth::Authenticator> auth;
   std::unique_ptr<JobController> jobs;
   std::unique_ptr<ExperimentController> experiments;
+  std::unique_ptr<ElasticController> elastic;
   std::unique_ptr<api::NativeApi> api;
   std::unique_ptr<api::ExperimentsApi> experiments_api;
+  std::unique_ptr<api::ElasticApi> elastic_api;
   std::unique_ptr<api::WmlaApi> wmla_api;
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<agent::Agent> local_agent;
@@ -91,11 +95,22 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   KILN_RETURN_IF_ERROR(impl->jobs->Recover());
   impl->experiments =
       std::make_unique<ExperimentController>(*impl->store, *impl->jobs, base::SystemClock::Get());
+  ElasticControllerOptions elastic_options;
+  elastic_options.join_timeout_micros = options.rendezvous_timeout_seconds * 1'000'000;
+  impl->elastic = std::make_unique<ElasticController>(*impl->store, *impl->jobs,
+                                                      base::SystemClock::Get(), elastic_options);
+  KILN_RETURN_IF_ERROR(impl->elastic->Recover());
   // JobController fires these from inside its own calls (a kill ends a queued job at once):
   // posted, so the experiment driver runs after that call returns and never re-enters it.
   Impl* m = impl.get();
-  impl->jobs->SetJobEndObserver([m](int64_t job_id) {
-    boost::asio::post(m->io, [m, job_id]() { m->experiments->OnJobEnded(job_id); });
+  impl->jobs->AddJobEndObserver([m](int64_t job_id) {
+    boost::asio::post(m->io, [m, job_id]() {
+      m->experiments->OnJobEnded(job_id);
+      m->elastic->OnJobEnded(job_id);
+    });
+  });
+  impl->jobs->SetJobStartedObserver([m](int64_t job_id) {
+    boost::asio::post(m->io, [m, job_id]() { m->elastic->OnJobStarted(job_id); });
   });
   impl->jobs->SetJobMetricsObserver([m](int64_t job_id) {
     boost::asio::post(m->io, [m, job_id]() { m->experiments->OnJobMetrics(job_id); });
@@ -111,6 +126,8 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->experiments_api =
       std::make_unique<api::ExperimentsApi>(*impl->store, *impl->auth, *impl->experiments);
   impl->experiments_api->Register(router);
+  impl->elastic_api = std::make_unique<api::ElasticApi>(impl->io, *impl->auth, *impl->elastic);
+  impl->elastic_api->Register(router);
   api::WmlaApiOptions wmla_options;
   wmla_options.data_dir = options.data_dir;
   impl->wmla_api = std::make_unique<api::WmlaApi>(impl->io, *impl->store, *impl->auth, *impl->jobs,
@@ -164,6 +181,7 @@ void Master::Run() {
   m.sweep = [&m]() {
     m.jobs->SweepAgents();
     m.experiments->Tick();
+    m.elastic->Tick();
     m.sweep_timer->expires_after(std::chrono::seconds(1));
     m.sweep_timer->async_wait([&m](const boost::system::error_code& ec) {
       if (!ec) m.sweep();
@@ -187,6 +205,7 @@ void Master::Stop() {
     // can be joined at once.
     if (m.local_agent) m.local_agent->RequestStop();
     m.api->ReleaseHeldSyncs();
+    m.elastic_api->ReleaseHeld();
     m.server->Stop();
     if (m.sweep_timer) m.sweep_timer->cancel();
     if (m.signals) m.signals->cancel();

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "kiln/base/status.h"
 
 namespace kiln::scheduler {
 
@@ -55,6 +56,19 @@ std::optional<Allocation> ResourcePool::FindPlacement(const Resources& request) 
   std::vector<int> free = FreeGpus(agents_.at(*best));
   a.gpu_indices.assign(free.begin(), free.begin() + request.gpus);
   return a;
+}
+
+std::vector<Allocation> ResourcePool::FindPlacements(const Resources& request, int count) const {
+  ResourcePool scratch = *this;
+  std::vector<Allocation> out;
+  for (int i = 0; i < count; ++i) {
+    std::optional<Allocation> a = scratch.FindPlacement(request);
+    if (!a) break;
+    // Ids below zero never collide with jobs.
+    if (!scratch.Allocate(-1 - i, *a).ok()) break;
+    out.push_back(std::move(*a));
+  }
+  return out;
 }
 
 absl::Status ResourcePool::Allocate(int64_t job_id, const Allocation& allocation) {
@@ -118,6 +132,19 @@ absl::Status ResourcePool::CheckSatisfiable(const Resources& request) const {
       absl::StrCat("no agent can ever run this job: it asks for ", request.slots, " slots and ",
                    request.gpus, " GPUs, but the largest agent has ", max_slots, " slots and ",
                    max_gpus, " GPUs; ask for less (--slots/--gpus) or add a bigger agent"));
+}
+
+absl::Status ResourcePool::CheckSatisfiable(const Resources& request, int count) const {
+  KILN_RETURN_IF_ERROR(CheckSatisfiable(request));
+  if (agents_.empty() || count <= 1) return absl::OkStatus();
+  ResourcePool idle;
+  for (const auto& [id, agent] : agents_) idle.SetAgent(id, agent.slots, agent.gpus);
+  const int fit = static_cast<int>(idle.FindPlacements(request, count).size());
+  if (fit >= count) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat("the cluster can never run ", count, " workers of ", request.slots,
+                   " slots and ", request.gpus, " GPUs at once: all its agents together hold ", fit,
+                   "; ask for fewer workers or smaller ones, or add agents"));
 }
 
 std::map<std::string, ResourcePool::AgentUsage> ResourcePool::Usage() const {

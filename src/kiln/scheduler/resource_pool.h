@@ -39,6 +39,9 @@ class ResourcePool {
 
   // Where `request` would go now, or nullopt if no agent has room.
   std::optional<Allocation> FindPlacement(const Resources& request) const;
+  // Where up to `count` requests would go now, taken together (each placement counts
+  // against the next): as many as fit, at most `count`.
+  std::vector<Allocation> FindPlacements(const Resources& request, int count) const;
   // Records `allocation` for `job_id`. FailedPrecondition if the agent is unknown or lacks
   // the room (e.g. re-adopting a task after a restart on a smaller configuration).
   absl::Status Allocate(int64_t job_id, const Allocation& allocation);
@@ -50,6 +53,9 @@ class ResourcePool {
   // FailedPrecondition saying what the largest agent offers. OK when no agent is
   // registered at all (one may still come).
   absl::Status CheckSatisfiable(const Resources& request) const;
+  // The same for `count` requests placed together (a distributed job's workers): OK if the
+  // registered agents, idle, could hold them all.
+  absl::Status CheckSatisfiable(const Resources& request, int count) const;
 
   struct AgentUsage {
     int slots = 0;

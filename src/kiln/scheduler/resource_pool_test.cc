@@ -67,3 +67,37 @@ TEST(ResourcePoolTest, RemovingAnAgentReportsItsJobs) {
 
 }  // namespace
 }  // namespace kiln::scheduler
+
+namespace kiln::scheduler {
+namespace {
+
+TEST(ResourcePoolGangTest, PlacementsCountAgainstEachOther) {
+  ResourcePool pool;
+  pool.SetAgent("a", 2, {});
+  pool.SetAgent("b", 1, {});
+  std::vector<Allocation> three = pool.FindPlacements({1, 0}, 5);
+  ASSERT_EQ(three.size(), 3u);
+  int on_a = 0;
+  for (const Allocation& a : three) on_a += a.agent_id == "a";
+  EXPECT_EQ(on_a, 2);
+  EXPECT_TRUE(pool.Allocate(1, three[0]).ok());
+  EXPECT_EQ(pool.FindPlacements({1, 0}, 5).size(), 2u);
+  EXPECT_TRUE(pool.FindPlacements({2, 0}, 1).empty() ||
+              pool.FindPlacements({2, 0}, 1)[0].agent_id == "a");
+}
+
+TEST(ResourcePoolGangTest, CheckSatisfiableCountsAllAgentsTogether) {
+  ResourcePool pool;
+  pool.SetAgent("a", 2, {});
+  pool.SetAgent("b", 2, {});
+  EXPECT_TRUE(pool.CheckSatisfiable({1, 0}, 4).ok());
+  EXPECT_TRUE(pool.Allocate(7, {"a", 2, {}}).ok());  // busy now, but could run when idle
+  EXPECT_TRUE(pool.CheckSatisfiable({1, 0}, 4).ok());
+  absl::Status s = pool.CheckSatisfiable({1, 0}, 5);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(s.message().find("can never run 5 workers"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("hold 4"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace kiln::scheduler
