@@ -15,6 +15,7 @@ import json
 import multiprocessing
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.parse
@@ -27,6 +28,7 @@ torch = pytest.importorskip("torch")
 
 from kiln.elastic import (ElasticRuntime, ElasticSampler, RendezvousClient,  # noqa: E402
                           State)
+from kiln.elastic.runtime import MAX_FORMATION_FAILURES  # noqa: E402
 
 JOB = "1"
 GLOBAL_BATCH = 16
@@ -216,7 +218,7 @@ def train_step(runtime: ElasticRuntime, x: torch.Tensor, y: torch.Tensor) -> flo
         loss = torch.nn.functional.cross_entropy(state.model(x[idx]), y[idx],
                                                  reduction="sum") / batch.global_size
         loss.backward()
-        share = float(loss)
+        share = float(loss.detach())
     [total] = runtime.allreduce_gradients(state.model.parameters(), [share])
     state.optimizer.step()
     state.sampler.advance(runtime.world_size)
@@ -470,6 +472,30 @@ def test_a_rank_dying_mid_allreduce_makes_the_survivor_raise_not_hang():
         for p in procs:
             if p.is_alive():
                 p.kill()
+
+
+def test_a_generation_that_can_never_form_fails_the_worker_instead_of_looping(server):
+    """The master keeps placing this worker in generations whose store nobody serves:
+    after MAX_FORMATION_FAILURES attempts the worker gives up with the last error."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]  # closed again: nothing listens there
+    answers = iter(range(1, 100))
+
+    def join(h) -> None:
+        FakeMaster._reply(h, {"generation": next(answers), "rank": 1, "world_size": 2,
+                              "members": [1, 2], "source_rank": 0, "reason": "test",
+                              "store": {"host": "127.0.0.1", "port": dead_port}})
+
+    server.handlers[f"/api/v1/jobs/{JOB}/rendezvous/join"] = join
+    server.handlers[f"/api/v1/jobs/{JOB}/rendezvous"] = lambda h: FakeMaster._reply(
+        h, {"next": False})
+    runtime = ElasticRuntime(make_state(0), client=RendezvousClient(server.url, JOB, "2"))
+    with pytest.raises(RuntimeError, match=rf"could not form a process group "
+                                           rf"{MAX_FORMATION_FAILURES} times in a row; "
+                                           rf"last error: the store at 127.0.0.1:{dead_port}"):
+        runtime.start()
+    runtime.close()
 
 
 def test_elastic_mode_without_the_kiln_environment_says_what_is_missing():

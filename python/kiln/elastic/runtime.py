@@ -34,7 +34,11 @@ from kiln.elastic.rendezvous import (Generation, GenerationWatcher, Leave, Rende
                                      local_host_for)
 from kiln.elastic.state import State
 
-__all__ = ["ElasticRuntime", "PeerFailure", "default_device"]
+__all__ = ["ElasticRuntime", "PeerFailure", "default_device", "MAX_FORMATION_FAILURES"]
+
+# Consecutive generations this worker may fail to form before it gives up (exits with an
+# error). Each failure is a peer dying or never arriving, or a backend that cannot start.
+MAX_FORMATION_FAILURES = 8
 
 
 class PeerFailure(RuntimeError):
@@ -368,6 +372,7 @@ class ElasticRuntime:
             return
         assert self._client is not None and self._watcher is not None
         own_store = None
+        failures = 0
         while True:
             if own_store is None:
                 own_store = dist.TCPStore(self._host, 0, None, True,
@@ -388,10 +393,19 @@ class ElasticRuntime:
                 self._group = None
                 self._store = None
                 own_store = None
+                failures += 1
+                if failures >= MAX_FORMATION_FAILURES:
+                    # Not a peer coming and going but something broken here (a backend
+                    # that cannot start): fail this worker so the job's failure count
+                    # and logs say so, instead of rejoining forever.
+                    raise RuntimeError(
+                        f"generation {answer.id}: could not form a process group "
+                        f"{failures} times in a row; last error: {_short(e)}") from e
                 log(f"generation {answer.id} did not form ({_short(e)}); rolling back to "
                     f"step {self.state.committed_step} and joining again")
                 self.state.restore()
                 self._watcher.disarm()
+                time.sleep(min(0.05 * 2 ** failures, 1.0))
                 continue
             self._announce(answer, started, answer.reason or why)
             return
@@ -463,8 +477,10 @@ class ElasticRuntime:
             if not hasattr(dist, "ProcessGroupNCCL"):
                 raise RuntimeError("this torch has no NCCL; run on CPU (unset "
                                    "CUDA_VISIBLE_DEVICES) or install a CUDA build of torch")
-            # Make a collective on a dead peer raise instead of hanging the process.
+            # Make a collective on a dead peer raise after its timeout instead of hanging
+            # the process (torch 1.13 reads the first name, torch 2 the second).
             os.environ.setdefault("NCCL_BLOCKING_WAIT", "1")
+            os.environ.setdefault("TORCH_NCCL_BLOCKING_WAIT", "1")
             return dist.ProcessGroupNCCL(store, gen.rank, gen.world_size,
                                          self._collective_timeout)
         opts = dist.ProcessGroupGloo._Options()
