@@ -64,8 +64,13 @@ const base::Json* WorkersOf(const base::Json& job) {
   return &*it;
 }
 
-// "2 live (min 1, max 4, target 2)".
+// "2 live (min 1, max 4, target 2)" for an elastic job, "2 live (static, 2 workers)" for
+// a static one (the record says which with `"elastic"`).
 std::string WorkersSummary(const base::Json& workers) {
+  if (auto it = workers.find("elastic"); it != workers.end() && it->is_boolean() && !*it) {
+    return absl::StrCat(Text(workers, "live"), " live (static, ", Text(workers, "max"),
+                        " workers)");
+  }
   return absl::StrCat(Text(workers, "live"), " live (min ", Text(workers, "min"), ", max ",
                       Text(workers, "max"), ", target ", Text(workers, "target"), ")");
 }
@@ -260,6 +265,13 @@ std::string RenderJobDetails(const base::Json& job, int64_t now_micros) {
   }
   const base::Json* workers = WorkersOf(job);
   if (workers) rows.emplace_back("workers", WorkersSummary(*workers));
+  if (Text(job, "parent") != "-") {
+    // A worker (task) of a distributed job: say whose, and where its logs are.
+    rows.emplace_back("parent", absl::StrCat(Text(job, "parent"),
+                                             " (this is one of its workers; "
+                                             "'kiln logs ",
+                                             Text(job, "parent"), "' has every worker's output)"));
+  }
   rows.emplace_back("resources",
                     absl::StrCat(Resource(job, "slots"), " slots, ", Resource(job, "gpus"), " GPUs",
                                  workers ? " per worker" : ""));

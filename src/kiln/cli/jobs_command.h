@@ -20,9 +20,11 @@ namespace kiln::cli {
 std::string RenderJobsTable(const base::Json& jobs, int64_t now_micros);
 
 // The `kiln job show` view: one "key: value" line per field, times with ages. A
-// distributed job adds a "workers: 2 live (min 1, max 4, target 2)" line, then a table
+// distributed job adds a "workers: 2 live (min 1, max 4, target 2)" line ("2 live
+// (static, 2 workers)" for a static one), then a table
 // of its tasks (ID STATE AGENT EXIT REASON) and of its rendezvous generations (ID, WORLD
-// SIZE, MEMBERS by rank, STARTED, REASON; the newest kMaxGenerationRows of them).
+// SIZE, MEMBERS by rank, STARTED, REASON; the newest kMaxGenerationRows of them). A
+// worker's own record (it has a `parent`) gets a "parent:" line.
 std::string RenderJobDetails(const base::Json& job, int64_t now_micros);
 
 // How many generations and tasks `kiln job show` lists; --json has them all.

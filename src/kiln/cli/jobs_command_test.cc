@@ -61,7 +61,7 @@ TEST(RenderJobDetailsTest, LeavesOutAnEmptyReason) {
 base::Json ElasticJobRecord() {
   base::Json job = JobRecord(7, "RUNNING");
   job["agent"] = nullptr;
-  job["workers"] = {{"min", 1}, {"max", 4}, {"target", 2}, {"live", 2}};
+  job["workers"] = {{"elastic", true}, {"min", 1}, {"max", 4}, {"target", 2}, {"live", 2}};
   job["tasks"] = base::Json::parse(R"([
       {"id": 8, "state": "RUNNING", "agent": "host-a", "exit_code": null, "reason": ""},
       {"id": 9, "state": "FAILED", "agent": "host-b", "exit_code": 137,
@@ -112,6 +112,21 @@ TEST(RenderJobDetailsTest, ShowsWorkersTasksAndGenerationsOfADistributedJob) {
             "  1   1           8        1 min ago  job started\n"
             "  2   2           8,9      1 min ago  task 9 joined\n"
             "  3   2           8,10     10 s ago   task 9 ended; task 10 joined\n");
+}
+
+TEST(RenderJobDetailsTest, SaysAStaticJobIsStatic) {
+  base::Json job = JobRecord(7, "RUNNING");
+  job["workers"] = {{"elastic", false}, {"min", 2}, {"max", 2}, {"target", 2}, {"live", 2}};
+  EXPECT_THAT(RenderJobDetails(job, kNow), HasSubstr("workers:    2 live (static, 2 workers)\n"));
+}
+
+TEST(RenderJobDetailsTest, AWorkerNamesItsParent) {
+  base::Json job = JobRecord(8, "RUNNING");
+  job["parent"] = 7;
+  job["worker_index"] = 0;
+  EXPECT_THAT(RenderJobDetails(job, kNow),
+              HasSubstr("parent:     7 (this is one of its workers; 'kiln logs 7' has every "
+                        "worker's output)\n"));
 }
 
 TEST(RenderJobDetailsTest, ListsOnlyTheNewestGenerations) {
