@@ -516,7 +516,8 @@ void NativeApi::AgentSync(HttpRequest& req, Responder res) {
   auto parked = std::make_shared<ParkedSync>(io_, std::move(res));
   parked->request = request;
   parked->agent_id = agent_id;
-  parked->timer.expires_after(std::chrono::milliseconds(request.wait_ms));
+  parked->timer.expires_after(
+      std::chrono::milliseconds(std::min(request.wait_ms, jobs_.MaxSyncWaitMs())));
   parked->timer.async_wait(
       [this, weak = std::weak_ptr<ParkedSync>(parked)](const boost::system::error_code& ec) {
         auto p = weak.lock();

@@ -78,6 +78,9 @@ class JobController {
                                            const api::SyncRequest& request);
   absl::StatusOr<api::ReportReply> ApplyReport(const std::string& agent_id,
                                                const api::AgentReport& report);
+  // The longest an agent's sync may be held: a third of the agent timeout, so that an
+  // agent waiting on its long-poll is never mistaken for a silent one.
+  int64_t MaxSyncWaitMs() const { return options_.agent_timeout_micros / 3000; }
   // Declares lost the agents silent for longer than the timeout. Call about once a second.
   void SweepAgents();
 
