@@ -381,6 +381,10 @@ absl::StatusOr<elastic::JoinAnswer> ElasticController::Join(const auth::Principa
   }
   job.rendezvous->Join(request, clock_.NowMicros());
   FormGeneration(job_id, job);
+  // A newcomer's join makes the next generation pending even when it cannot form yet:
+  // wake the current members' held watches, or they learn of it only when their watch
+  // times out (20 s), after the join timeout has already dropped them.
+  Changed(job_id);
   return AnswerJoin(job_id, request.task_id, request.generation);
 }
 
