@@ -275,7 +275,8 @@ std::string RenderJobDetails(const base::Json& job, int64_t now_micros) {
   rows.emplace_back("resources",
                     absl::StrCat(Resource(job, "slots"), " slots, ", Resource(job, "gpus"), " GPUs",
                                  workers ? " per worker" : ""));
-  rows.emplace_back("agent", Text(job, "agent"));
+  // A distributed job runs nowhere itself; its tasks table says where its workers run.
+  if (!workers) rows.emplace_back("agent", Text(job, "agent"));
   if (auto it = job.find("package"); it != job.end() && it->is_object()) {
     rows.emplace_back("package", it->contains("id") ? Text(*it, "id") : Text(*it, "path"));
   }
@@ -328,9 +329,14 @@ std::string RenderJobDetails(const base::Json& job, int64_t now_micros) {
 std::string RenderScaleResult(int64_t id, int64_t requested, const base::Json& job) {
   const base::Json* workers = WorkersOf(job);
   if (!workers) return absl::StrCat("job ", id, ": target ", requested, " workers");
-  return absl::StrCat("job ", id, ": target ", Text(*workers, "target"), " workers (min ",
-                      Text(*workers, "min"), ", max ", Text(*workers, "max"), "; ",
-                      Text(*workers, "live"), " live now)");
+  std::string line =
+      absl::StrCat("job ", id, ": target ", Text(*workers, "target"), " workers (min ",
+                   Text(*workers, "min"), ", max ", Text(*workers, "max"));
+  // The scale answer may leave out the live count (it is the job record without its
+  // tasks); say nothing rather than "-".
+  if (Text(*workers, "live") != "-")
+    absl::StrAppend(&line, "; ", Text(*workers, "live"), " live now");
+  return line + ")";
 }
 
 std::string RenderMetricsTable(const base::Json& metrics) {

@@ -32,7 +32,8 @@ inline constexpr size_t kMaxGenerationRows = 10;
 inline constexpr size_t kMaxTaskRows = 20;
 
 // The line `kiln job scale` prints for the job record the server answered with:
-// "job 7: target 3 workers (min 1, max 4; 2 live now)".
+// "job 7: target 3 workers (min 1, max 4; 2 live now)", without the live count when the
+// record has none.
 std::string RenderScaleResult(int64_t id, int64_t requested, const base::Json& job);
 
 // The `kiln metrics` table: NAME GROUP LAST STEP MIN MAX POINTS, one row per series.

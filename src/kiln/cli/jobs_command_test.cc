@@ -95,7 +95,6 @@ TEST(RenderJobDetailsTest, ShowsWorkersTasksAndGenerationsOfADistributedJob) {
             "command:    python3 train.py\n"
             "workers:    2 live (min 1, max 4, target 2)\n"
             "resources:  1 slots, 0 GPUs per worker\n"
-            "agent:      -\n"
             "package:    sha256-abc\n"
             "created:    2026-11-26T10:00:00.000000Z (1 min ago)\n"
             "scheduled:  2026-11-26T10:00:01.000000Z (1 min ago)\n"
@@ -158,6 +157,8 @@ TEST(RenderScaleResultTest, SaysTheTargetAndTheRange) {
   base::Json job = ElasticJobRecord();
   job["workers"]["target"] = 3;
   EXPECT_EQ(RenderScaleResult(7, 3, job), "job 7: target 3 workers (min 1, max 4; 2 live now)");
+  job["workers"].erase("live");
+  EXPECT_EQ(RenderScaleResult(7, 3, job), "job 7: target 3 workers (min 1, max 4)");
   EXPECT_EQ(RenderScaleResult(7, 3, base::Json::object()), "job 7: target 3 workers");
 }
 
