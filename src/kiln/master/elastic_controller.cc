@@ -203,8 +203,9 @@ void ElasticController::TickElastic(int64_t job_id, Job& job,
     ask_to_leave(live.back(), "its slots are given to a queued job");
   }
 
-  // Below min_workers for too long: fail.
-  if (static_cast<int>(live.size()) < spec.min) {
+  // Below min_workers for too long: fail. A job that has not started yet (still QUEUED)
+  // waits for room like any queued job: only running below min_workers counts.
+  if (static_cast<int>(live.size()) < spec.min && view.record.state != JobState::kQueued) {
     if (!job.below_min_since) job.below_min_since = now;
     if (now - *job.below_min_since >= spec.min_workers_timeout_s * kMicros) {
       Fail(job_id, absl::StrCat("fewer than min_workers (", spec.min, ") workers could run for ",
