@@ -73,16 +73,22 @@ class CNN(nn.Module):
         return F.log_softmax(self.fc2(F.relu(self.fc1(x.flatten(1)))), dim=1)
 
 
-def read_idx(path: str) -> np.ndarray:
-    """Reads a gzipped (or plain) unsigned-byte IDX file into an array of its shape."""
+def read_idx(path: str, limit: int = 0) -> np.ndarray:
+    """Reads a gzipped (or plain) unsigned-byte IDX file into an array of its shape; with
+    ``limit`` > 0 only the first ``limit`` items (and only their bytes are decompressed:
+    a small subset starts a worker faster)."""
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
-        data = f.read()
-    if data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+        head = f.read(4)
+        if len(head) < 4 or head[:3] != b"\x00\x00\x08":
+            raise ValueError(f"{path}: not an unsigned-byte IDX file")
+        ndim = head[3]
+        dims = f.read(4 * ndim)
+        shape = [int.from_bytes(dims[4 * i:4 * i + 4], "big") for i in range(ndim)]
+        if limit > 0:
+            shape[0] = min(shape[0], limit)
+        data = f.read(int(np.prod(shape)))
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
 
 
 def load_split(data_dir: str, split: str, limit: int) -> torch.utils.data.TensorDataset:
@@ -96,9 +102,7 @@ def load_split(data_dir: str, split: str, limit: int) -> torch.utils.data.Tensor
             sys.exit(f"{stem}[.gz] not found in {data_dir} (install dataset-fashion-mnist "
                      "or pass --data-dir)")
         paths.append(found[0])
-    images, labels = read_idx(paths[0]), read_idx(paths[1])
-    if limit > 0:
-        images, labels = images[:limit], labels[:limit]
+    images, labels = read_idx(paths[0], limit), read_idx(paths[1], limit)
     x = torch.from_numpy(images.astype(np.float32) / 255.0).unsqueeze(1)
     y = torch.from_numpy(labels.astype(np.int64))
     return torch.utils.data.TensorDataset(x, y)
@@ -116,14 +120,17 @@ def choose_data_dir(flag: Optional[str]) -> str:
 
 
 class StepDelay(Callback):
-    """Sleeps after every step: a test knob that stretches a short run so workers can be
-    killed or added mid-epoch."""
+    """Sleeps after every step (while ``while_exists`` exists, if given): a test knob that
+    stretches a short run so workers can be killed or added mid-epoch, then lets it
+    finish at full speed."""
 
-    def __init__(self, delay_ms: float) -> None:
+    def __init__(self, delay_ms: float, while_exists: Optional[str] = None) -> None:
         self.delay_s = delay_ms / 1000.0
+        self.while_exists = while_exists
 
     def on_batch_end(self, step: int, logs: Optional[dict[str, Any]] = None) -> None:
-        time.sleep(self.delay_s)
+        if self.while_exists is None or os.path.exists(self.while_exists):
+            time.sleep(self.delay_s)
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
@@ -159,6 +166,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="seeds the initial weights and the data order")
     p.add_argument("--step-delay-ms", type=float, default=0.0,
                    help="sleep after each step (a test knob)")
+    p.add_argument("--delay-while-exists", default=None, metavar="PATH",
+                   help="apply --step-delay-ms only while PATH exists (a test knob)")
     args = p.parse_args(argv)
     for name in ("epochs", "batch_size", "hidden", "log_every"):
         if getattr(args, name) < 1:
@@ -177,7 +186,8 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     model = MLP(args.hidden) if args.model == "mlp" else CNN(args.hidden)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    callbacks = [StepDelay(args.step_delay_ms)] if args.step_delay_ms > 0 else []
+    callbacks = ([StepDelay(args.step_delay_ms, args.delay_while_exists)]
+                 if args.step_delay_ms > 0 else [])
     fabric = FabricModel(model, datasets, F.nll_loss, optimizer, user_callback=callbacks,
                          seed=args.seed)
     history = fabric.train(args.epochs, args.batch_size, args.max_workers,
