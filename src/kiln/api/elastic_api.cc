@@ -67,8 +67,8 @@ Json JoinAnswerToJson(const elastic::JoinAnswer& a) {
           {"reason", g.reason}};
 }
 
-Json WatchAnswerToJson(const elastic::WatchAnswer& a) {
-  return {{"next", a.next}, {"leave", a.leave}};
+Json WatchAnswerToJson(const elastic::WatchAnswer& a, int64_t generation) {
+  return {{"generation", generation}, {"next", a.next}, {"leave", a.leave}};
 }
 
 struct ElasticApi::Held {
@@ -83,9 +83,9 @@ struct ElasticApi::Held {
   Held(boost::asio::io_context& io, Responder r) : responder(std::move(r)), timer(io) {}
 };
 
-ElasticApi::ElasticApi(boost::asio::io_context& io, auth::Authenticator& auth,
+ElasticApi::ElasticApi(boost::asio::io_context& io, store::Store& store, auth::Authenticator& auth,
                        master::ElasticController& elastic)
-    : io_(io), auth_(auth), elastic_(elastic) {}
+    : io_(io), store_(store), auth_(auth), elastic_(elastic) {}
 
 ElasticApi::~ElasticApi() {
   for (auto& [id, h] : held_) h->timer.cancel();
@@ -121,7 +121,9 @@ void ElasticApi::Scale(HttpRequest& req, Responder res) {
         res, absl::InvalidArgumentError(absl::StrCat("workers must be at least 1, got ", workers)));
   }
   KILN_API_ASSIGN(store::JobRecord job, elastic_.Scale(who, id, static_cast<int>(workers)));
-  SendJson(res, 200, JobToJson(job));
+  Json j = JobToJson(job);
+  if (absl::Status s = AddDistributedDetails(store_, j); !s.ok()) return SendError(res, s);
+  SendJson(res, 200, j);
 }
 
 void ElasticApi::Join(HttpRequest& req, Responder res) {
@@ -160,7 +162,7 @@ void ElasticApi::Watch(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(int64_t generation, QueryInt(req, "generation", 0, 0, INT64_MAX));
   KILN_API_ASSIGN(int64_t wait_ms, QueryInt(req, "wait_ms", kDefaultWaitMs, 0, kMaxWaitMs));
   KILN_API_ASSIGN(elastic::WatchAnswer answer, elastic_.Watch(who, id, task_id, generation));
-  if (answer.next || wait_ms == 0) return SendJson(res, 200, WatchAnswerToJson(answer));
+  if (answer.next || wait_ms == 0) return SendJson(res, 200, WatchAnswerToJson(answer, generation));
   auto held = std::make_shared<Held>(io_, std::move(res));
   held->job_id = id;
   held->task_id = task_id;
@@ -196,7 +198,7 @@ void ElasticApi::Answer(Held& h, bool timed_out) {
     return;
   }
   auto a = elastic_.Watch(h.who, h.job_id, h.task_id, h.generation);
-  h.responder.Send(a.ok() ? net::JsonResponse(200, WatchAnswerToJson(*a))
+  h.responder.Send(a.ok() ? net::JsonResponse(200, WatchAnswerToJson(*a, h.generation))
                           : net::ErrorResponse(a.status()));
 }
 

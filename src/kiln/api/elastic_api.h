@@ -21,6 +21,7 @@
 #include "kiln/elastic/rendezvous.h"
 #include "kiln/master/elastic_controller.h"
 #include "kiln/net/router.h"
+#include "kiln/store/store.h"
 
 namespace kiln::api {
 
@@ -28,12 +29,13 @@ namespace kiln::api {
 // the field for bad input.
 absl::StatusOr<elastic::JoinRequest> JoinRequestFromJson(const base::Json& body);
 base::Json JoinAnswerToJson(const elastic::JoinAnswer& answer);
-base::Json WatchAnswerToJson(const elastic::WatchAnswer& answer);
+// `generation`: the generation the worker asked about.
+base::Json WatchAnswerToJson(const elastic::WatchAnswer& answer, int64_t generation);
 
 // All handlers run on the master's loop (`io`).
 class ElasticApi {
  public:
-  ElasticApi(boost::asio::io_context& io, auth::Authenticator& auth,
+  ElasticApi(boost::asio::io_context& io, store::Store& store, auth::Authenticator& auth,
              master::ElasticController& elastic);
   ~ElasticApi();
 
@@ -55,6 +57,7 @@ class ElasticApi {
   void Answer(Held& held, bool timed_out);
 
   boost::asio::io_context& io_;
+  store::Store& store_;
   auth::Authenticator& auth_;
   master::ElasticController& elastic_;
   std::multimap<int64_t, std::shared_ptr<Held>> held_;  // by job id

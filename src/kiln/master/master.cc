@@ -126,7 +126,8 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->experiments_api =
       std::make_unique<api::ExperimentsApi>(*impl->store, *impl->auth, *impl->experiments);
   impl->experiments_api->Register(router);
-  impl->elastic_api = std::make_unique<api::ElasticApi>(impl->io, *impl->auth, *impl->elastic);
+  impl->elastic_api =
+      std::make_unique<api::ElasticApi>(impl->io, *impl->store, *impl->auth, *impl->elastic);
   impl->elastic_api->Register(router);
   api::WmlaApiOptions wmla_options;
   wmla_options.data_dir = options.data_dir;
