@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the three Kiln benchmarks with small default sizes (a few minutes on 2 cores).
+# Runs the Kiln benchmarks with small default sizes (a few minutes on 2 cores).
 # Builds nothing. Usage: bench/run_all.sh BUILD_DIR
 #   BUILD_DIR must hold bin/kilnd, bin/kiln-shim, bin/kiln-agent and, for the metrics
 #   benchmark, bin/bench_metrics_ingest (skipped with a note when it is missing).
@@ -23,6 +23,9 @@ echo; echo "### platform_overhead (small: 10,000 training images, 1 pair)"
 
 echo; echo "### submit_latency (small: 50 sequential jobs, 200 jobs for throughput)"
 /usr/bin/python3 "$here/submit_latency.py" --build-dir "$build" -n 50 --jobs 200
+
+echo; echo "### elastic (smoke: elastic_bench.py all --quick; tuned torchrun and Kiln, 1 run each)"
+/usr/bin/python3 "$here/elastic/elastic_bench.py" all --quick --build-dir "$build"
 
 echo; echo "### metrics_ingest (small: 200,000 points)"
 if [[ -x $build/bin/bench_metrics_ingest ]]; then

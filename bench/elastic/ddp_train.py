@@ -63,13 +63,14 @@ def main() -> None:
     log = ProgressLog(args.progress_dir, steps=not args.steady)
     log.event("started", at=STARTED)
     log.event("imported")
+    x, y = load_train(args.train_limit)
+    batches = StepBatches(len(x), args.global_batch)
+    model, opt = make_model_and_optimizer()
+    log.event("loaded")  # data and model ready; joining the group comes next
     dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     # torchrun restarts every worker on a membership change and counts the restarts.
     generation = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-    x, y = load_train(args.train_limit)
-    batches = StepBatches(len(x), args.global_batch)
-    model, opt = make_model_and_optimizer()
     step = 0
     ckpt = os.path.join(args.ckpt_dir, "checkpoint.pt") if args.ckpt_dir else ""
     if ckpt:

@@ -117,6 +117,20 @@ def torchrun_recovery(bench: Bench, tuned: bool, kill: str) -> Recovery:
         return recovery_figures(progress.steps, t_kill, survivor)
 
 
+def newcomer_phases(progress: Progress, first: StepLine) -> dict[str, float]:
+    """Where a newcomer's time went, from its own events: Python + torch import;
+    loading the data and building the model (the same code on both sides); joining the
+    group (torchrun: init_process_group, the checkpoint, DDP's weight broadcast; Kiln:
+    the rendezvous and the state broadcast); its first step."""
+    ev = {name: progress.first_event(first.pid, name) for name in
+          ("started", "imported", "loaded", "ready")}
+    t = {name: e.t for name, e in ev.items() if e is not None}
+    if len(t) != len(ev):
+        return {}
+    return {"import": t["imported"] - t["started"], "data": t["loaded"] - t["imported"],
+            "join": t["ready"] - t["loaded"], "step": first.t - t["ready"]}
+
+
 def torchrun_join(bench: Bench, tuned: bool) -> dict[str, float]:
     """Launcher a trains alone; launcher b starts; time b's first step in the group."""
     o = bench.opts
@@ -149,7 +163,8 @@ def torchrun_join(bench: Bench, tuned: bool) -> dict[str, float]:
                 "process_to_step": first_b.t - started.t if started else float("nan"),
                 "running_paused": new_a.t - last_old.t if new_a.pid != running_pid
                 else 0.0,
-                "steps_redone": float(last_old.step - (new_a.step - 1))}
+                "steps_redone": float(last_old.step - (new_a.step - 1)),
+                **newcomer_phases(progress, first_b)}
 
 
 def ddp_steady(bench: Bench) -> float:
@@ -277,7 +292,7 @@ def kiln_recovery(bench: Bench, kiln: KilnSide) -> tuple[Recovery, float]:
               RECOVERY_TIMEOUT_S)
     figures = recovery_figures(progress.steps, t_kill, survivor)
     back = wait_kiln(kiln, job, progress, "the job back at 2 workers",
-                     lambda s: s.t > t_kill and s.world == 2 and s.node != victim.node,
+                     lambda s: s.t > t_kill and s.world == 2 and (s.pid, s.gen) not in old,
                      RECOVERY_TIMEOUT_S)
     kiln.end(job)
     return figures, back.t - t_kill
@@ -320,16 +335,17 @@ def kiln_join(bench: Bench, kiln: KilnSide) -> dict[str, float]:
     return {"start_to_step": first_new.t - t_scale,
             "process_to_step": first_new.t - started.t if started else float("nan"),
             "running_paused": new_running.t - last_old.t,
-            "steps_redone": float(last_old.step - (new_running.step - 1))}
+            "steps_redone": float(last_old.step - (new_running.step - 1)),
+            **newcomer_phases(progress, first_new)}
 
 
-def kiln_steady(bench: Bench, kiln: KilnSide) -> float:
+def kiln_steady(bench: Bench, kiln: KilnSide, commit_every: int) -> float:
     """An elastic job of exactly 2 workers runs the steady phase; returns ms per step."""
     o = bench.opts
-    work = bench.run_dir("kiln-steady")
+    work = bench.run_dir(f"kiln-steady-commit{commit_every}")
     progress = Progress(os.path.join(work, "progress"))
     job = kiln.submit(["--progress-dir", progress.directory, "--global-batch",
-                       str(o.global_batch), "--commit-every", str(o.kiln_commit_every),
+                       str(o.global_batch), "--commit-every", str(commit_every),
                        "--steady", f"{o.steady_warmup}:{o.steady_steps}"], 2, 2)
     deadline = time.monotonic() + 600
     while kiln.record(job)["state"] not in TERMINAL_STATES:
@@ -432,7 +448,9 @@ def run_join(bench: Bench) -> None:
                 start = "scale request" if label == "Kiln" else "launcher start"
                 print(f"  run {i + 1} {label}: {start} -> first step "
                       f"{f['start_to_step']:.2f} s (its worker process: "
-                      f"{f['process_to_step']:.2f} s); running worker paused "
+                      f"{f['process_to_step']:.2f} s = import {f.get('import', 0):.2f} + "
+                      f"data {f.get('data', 0):.2f} + joining {f.get('join', 0):.2f} + "
+                      f"first step {f.get('step', 0):.2f}); running worker paused "
                       f"{f['running_paused']:.2f} s, redid {f['steps_redone']:.0f} steps",
                       flush=True)
     print(f"\n  {'side':<18} {'start -> first step (s)':<32} "
@@ -444,6 +462,13 @@ def run_join(bench: Bench) -> None:
               f"{summary([f['running_paused'] for f in fs]):<32} "
               f"{summary([f['steps_redone'] for f in fs], '{:.0f}')}")
     print("  (start: Kiln's scale request, torchrun's launcher start)")
+    print(f"\n  newcomer's phases  {'Python + torch import (s)':<32} "
+          f"{'data + model (s)':<32} {'joining the group (s)':<32} first step (s)")
+    for label, fs in sides.items():
+        print(f"  {label:<18} {summary([f.get('import', 0.0) for f in fs]):<32} "
+              f"{summary([f.get('data', 0.0) for f in fs]):<32} "
+              f"{summary([f.get('join', 0.0) for f in fs]):<32} "
+              f"{summary([f.get('step', 0.0) for f in fs])}")
     anchors = {label: fs for label, fs in sides.items() if label != "Kiln"}
     for key, what in (("start_to_step", "start -> first step"),
                       ("process_to_step", "worker process -> first step")):
@@ -455,10 +480,11 @@ def run_join(bench: Bench) -> None:
 def run_steady(bench: Bench) -> None:
     o = bench.opts
     print(f"\n## steady: ms/step at world size 2, global batch {o.global_batch}, "
-          f"{o.steady_steps} steps after {o.steady_warmup}; load {load_line()}")
+          f"{o.steady_steps} steps after {o.steady_warmup}; Kiln committing every "
+          f"{' / '.join(map(str, o.steady_commit_every))} steps; load {load_line()}")
     ddp: list[float] = []
-    kiln_ms: list[float] = []
-    pairs: list[float] = []
+    kiln_ms: dict[int, list[float]] = {n: [] for n in o.steady_commit_every}
+    pairs: dict[int, list[float]] = {n: [] for n in o.steady_commit_every}
     with with_kiln(bench) as kiln:
         for i in range(o.repeats):
             # Alternate the sides so that drift in the machine's load hits both.
@@ -466,15 +492,18 @@ def run_steady(bench: Bench) -> None:
             ddp.append(ms)
             line = f"  run {i + 1} DDP: {ms:.3f} ms/step"
             if kiln:
-                k = kiln_steady(bench, kiln)
-                kiln_ms.append(k)
-                pairs.append(k / ms)
-                line += f"; Kiln: {k:.3f} ms/step; Kiln/DDP {k / ms:.3f}"
+                for n in o.steady_commit_every:
+                    k = kiln_steady(bench, kiln, n)
+                    kiln_ms[n].append(k)
+                    pairs[n].append(k / ms)
+                    line += f"; Kiln (commit every {n}): {k:.3f} ms/step, Kiln/DDP {k / ms:.3f}"
             print(line, flush=True)
-    print(f"\n  DDP (torchrun, 2 processes)   {summary(ddp, '{:.3f}')} ms/step")
-    if kiln_ms:
-        print(f"  Kiln elastic (2 workers)      {summary(kiln_ms, '{:.3f}')} ms/step")
-        print(f"  Kiln / DDP, per pair          {summary(pairs, '{:.3f}')}")
+    print(f"\n  DDP (torchrun, 2 processes)           {summary(ddp, '{:.3f}')} ms/step")
+    if kiln:
+        for n in o.steady_commit_every:
+            print(f"  Kiln elastic, 2 workers, commit {n:<3}  "
+                  f"{summary(kiln_ms[n], '{:.3f}')} ms/step; Kiln/DDP per pair "
+                  f"{summary(pairs[n], '{:.3f}')}")
     print(f"  load after: {load_line()}")
 
 
@@ -495,6 +524,9 @@ def parse_args() -> argparse.Namespace:
                    help="measure Kiln (--no-kiln: the anchors only)")
     p.add_argument("--kiln-commit-every", type=int, default=1,
                    help="Kiln's in-memory commit period in steps")
+    p.add_argument("--steady-commit-every", default="1,10",
+                   help="Kiln commit periods to measure in the steady benchmark "
+                        "(comma-separated; 1 is what <= 1 step lost needs)")
     p.add_argument("--kiln-kill-rank", type=int, choices=[0, 1], default=1,
                    help="which rank of Kiln's 2 workers to kill (0 hosts the store)")
     p.add_argument("--torchrun-kill", choices=["node", "worker", "both"], default="node",
@@ -512,11 +544,18 @@ def parse_args() -> argparse.Namespace:
     o = p.parse_args()
     if o.quick:
         o.repeats, o.torchrun, o.steady_steps = 1, "tuned", 500
+        o.steady_commit_every = "1"
         o.torchrun_kill = "node"
     o.torchrun_flags = {"default": [False], "tuned": [True], "both": [False, True],
                         "none": []}[o.torchrun]
     o.torchrun_kill = ["node", "worker"] if o.torchrun_kill == "both" else [o.torchrun_kill]
-    if min(o.repeats, o.kill_at, o.ckpt_every, o.kiln_commit_every) < 1:
+    try:
+        o.steady_commit_every = [int(v) for v in o.steady_commit_every.split(",")]
+    except ValueError:
+        p.error(f"--steady-commit-every must be integers separated by commas, got "
+                f"{o.steady_commit_every!r}")
+    if min(o.repeats, o.kill_at, o.ckpt_every, o.kiln_commit_every,
+           *o.steady_commit_every) < 1:
         p.error("--repeats, --kill-at, --ckpt-every and --kiln-commit-every must be >= 1")
     return o
 

@@ -63,6 +63,7 @@ def main() -> None:
     x, y = load_train(args.train_limit)
     batches = StepBatches(len(x), args.global_batch)
     model, opt = make_model_and_optimizer()
+    log.event("loaded")  # data and model ready; joining the group comes next
     state = State(model, opt)
     runtime = ElasticRuntime(state, commit_every=args.commit_every)
     runtime.start()  # joins the first generation; a newcomer receives rank 0's state
