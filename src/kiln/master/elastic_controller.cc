@@ -1,6 +1,7 @@
 #include "kiln/master/elastic_controller.h"
 
 #include <algorithm>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/numbers.h"
@@ -16,6 +17,30 @@ using store::JobRecord;
 using store::JobState;
 
 constexpr int64_t kMicros = 1'000'000;
+
+// A leave request is stored as the parent's event "WORKERS" "worker <id>: <reason>", so
+// that a restarted kilnd knows which workers were asked to leave (their exit 0 is not the
+// end of the training).
+constexpr char kWorkersEvent[] = "WORKERS";
+
+std::string LeaveEventMessage(int64_t worker, const std::string& reason) {
+  return absl::StrCat("worker ", worker, ": ", reason);
+}
+
+// Worker id and reason of a leave request's event, or nullopt for other events.
+std::optional<std::pair<int64_t, std::string>> ParseLeaveEvent(const store::EventRecord& e) {
+  constexpr std::string_view kPrefix = "worker ";
+  if (e.type != kWorkersEvent || e.message.compare(0, kPrefix.size(), kPrefix) != 0) {
+    return std::nullopt;
+  }
+  const size_t colon = e.message.find(": ", kPrefix.size());
+  int64_t worker = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(e.message.substr(kPrefix.size(), colon - kPrefix.size()), &worker)) {
+    return std::nullopt;
+  }
+  return std::make_pair(worker, e.message.substr(colon + 2));
+}
 
 std::string DescribeEnd(const JobRecord& worker) {
   if (worker.state == JobState::kFinished) return "exited 0";
@@ -58,12 +83,16 @@ absl::Status ElasticController::Recover() {
     filter.parent_id = id;
     filter.limit = 1'000'000;
     KILN_ASSIGN_OR_RETURN(auto all_workers, store_.ListJobs(filter));
-    bool any_finished = false;
+    KILN_ASSIGN_OR_RETURN(auto events, store_.ListEvents(id));
+    std::map<int64_t, std::string> asked_to_leave;
+    for (const store::EventRecord& e : events) {
+      if (auto leave = ParseLeaveEvent(e)) asked_to_leave[leave->first] = leave->second;
+    }
+    // A worker that exited 0 without being asked to leave finished the training.
     for (const JobRecord& w : all_workers) {
       if (w.state == JobState::kFailed) ++job.failures;
-      any_finished = any_finished || w.state == JobState::kFinished;
+      if (w.state == JobState::kFinished && asked_to_leave.count(w.id) == 0) job.done = true;
     }
-    job.done = any_finished && view->workers.empty();
     if (!job.rendezvous) continue;
     KILN_ASSIGN_OR_RETURN(auto generations, store_.ListGenerations(id));
     std::vector<int64_t> active;
@@ -92,6 +121,13 @@ absl::Status ElasticController::Recover() {
       if (std::find(members.begin(), members.end(), w) == members.end()) {
         job.rendezvous->AddStarting(w);
       }
+    }
+    // Workers asked to leave before the restart are still leaving (with a fresh grace).
+    for (int64_t w : active) {
+      auto it = asked_to_leave.find(w);
+      if (it == asked_to_leave.end()) continue;
+      job.leaving[w] = now + options_.leave_grace_micros;
+      job.rendezvous->RequestLeave(w, it->second, now);
     }
   }
   spdlog::info("recovered {} distributed jobs", jobs_state_.size());
@@ -193,7 +229,7 @@ void ElasticController::TickElastic(int64_t job_id, Job& job,
     job.leaving[worker] = now + options_.leave_grace_micros;
     job.rendezvous->RequestLeave(worker, reason, now);
     live.erase(std::find(live.begin(), live.end(), worker));
-    (void)jobs_.RecordEvent(job_id, "WORKERS", absl::StrCat("worker ", worker, ": ", reason));
+    (void)jobs_.RecordEvent(job_id, kWorkersEvent, LeaveEventMessage(worker, reason));
     Changed(job_id);
   };
   while (static_cast<int>(live.size()) > target) {
