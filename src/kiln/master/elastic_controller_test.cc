@@ -1067,5 +1067,54 @@ TEST_F(ElasticControllerTest, AMemberThatEndedWhileKilndWasDownTriggersANewGener
   EXPECT_THAT(Workers(job), SizeIs(2));
 }
 
+TEST_F(ElasticControllerTest, AfterARestartAWorkerThatFinishedTheTrainingIsNotReplaced) {
+  RegisterAgent("a", 2);
+  int64_t job = StartElastic(1, 2);
+  std::vector<int64_t> workers = Workers(job);
+  ASSERT_THAT(workers, SizeIs(2));
+  Exit(workers[0], 0);  // the training is done
+
+  RestartMaster();
+  RegisterAgent("a", 2, {workers[1]});
+  Tick();
+  EXPECT_THAT(Workers(job), ElementsAre(workers[1])) << "no replacement";
+  JoinAnswer answer = Join(job, workers[1], 1, 50);
+  EXPECT_EQ(answer.kind, JoinAnswer::kLeave);
+  EXPECT_THAT(answer.reason, HasSubstr("finished"));
+  Exit(workers[1], 0);
+  Tick();
+  store::JobRecord parent = Job(job);
+  EXPECT_EQ(parent.state, JobState::kFinished);
+  EXPECT_EQ(parent.reason, "training finished");
+}
+
+TEST_F(ElasticControllerTest, AfterARestartAWorkerAskedToLeaveStillLeavesAndTrainingGoesOn) {
+  RegisterAgent("a", 2);
+  int64_t job = StartElastic(1, 2);
+  std::vector<int64_t> workers = Workers(job);
+  ASSERT_THAT(workers, SizeIs(2));
+  KILN_ASSERT_OK(elastic_->Scale(alice_, job, 1).status());
+  Drain();
+  ASSERT_EQ(Join(job, workers[1], 1, 6).kind, JoinAnswer::kLeave);
+
+  RestartMaster();
+  RegisterAgent("a", 2, workers);
+  EXPECT_TRUE(Watch(job, workers[1], 1).leave);
+  EXPECT_FALSE(Watch(job, workers[0], 1).leave);
+  // The user scales back up while the leaver is on its way out; its exit 0 is not the
+  // end of the training, and its slot goes to a new worker.
+  KILN_ASSERT_OK(elastic_->Scale(alice_, job, 2).status());
+  Drain();
+  Exit(workers[1], 0);
+  Tick();
+  EXPECT_EQ(StateOf(job), JobState::kRunning);
+  std::vector<int64_t> now = Workers(job);
+  ASSERT_THAT(now, SizeIs(2));
+  EXPECT_EQ(now[0], workers[0]);
+  JoinAnswer answer = Join(job, workers[0], 1, 9);
+  ASSERT_EQ(answer.kind, JoinAnswer::kAssigned);
+  EXPECT_THAT(answer.generation.members, ElementsAre(workers[0]));
+}
+
 }  // namespace
 }  // namespace kiln::master
