@@ -24,8 +24,9 @@ struct ElasticOptions {
   // Bounds connecting to a generation's store, forming its group and each collective: a
   // peer that stops answering (not one that dies, which is noticed at once) costs this long.
   std::chrono::milliseconds collective_timeout{30000};
-  // Generations in a row that may fail before any step succeeds before giving up.
-  int max_failed_generations = 20;
+  // Generations in a row that may fail without a step before the worker gives up (each
+  // may cost up to collective_timeout); the same bound as kiln.elastic's.
+  int max_failed_generations = 8;
   // A pause after every step, which stretches a short run so that tests and demos can
   // change its membership mid-epoch. Zero in real training.
   std::chrono::milliseconds step_delay{0};
