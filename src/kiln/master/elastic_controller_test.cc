@@ -49,7 +49,6 @@ using ::testing::ElementsAreArray;
 using ::testing::Field;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-using ::testing::Not;
 using ::testing::SizeIs;
 using ::testing::UnorderedElementsAre;
 using Json = base::Json;
@@ -971,6 +970,20 @@ TEST_F(ElasticControllerTest, WorkerOutputIsStoredUnderTheParent) {
   EXPECT_THAT(own_lines, IsEmpty());
   KILN_ASSERT_OK_AND_ASSIGN(auto own_metrics, store_->GetMetrics(workers[0], std::nullopt));
   EXPECT_THAT(own_metrics, IsEmpty());
+
+  // Each worker's val_dict_list.json rows at its exit go under the parent too.
+  for (int64_t w : workers) {
+    api::TaskReport r;
+    r.job_id = w;
+    r.phase = api::TaskPhase::kExited;
+    r.exit_code = 0;
+    r.final_metrics.push_back({"accuracy", "test", 3, 0.9, 0});
+    Apply("a", r);
+    Drain();
+  }
+  KILN_ASSERT_OK_AND_ASSIGN(auto final_metrics, store_->GetMetrics(job, std::string("accuracy")));
+  EXPECT_THAT(final_metrics, SizeIs(2));
+  EXPECT_EQ(StateOf(job), JobState::kFinished);
 }
 
 TEST_F(ElasticControllerTest, OnlyTheJobsOwnTaskTokensReachItsRendezvous) {
