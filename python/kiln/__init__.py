@@ -5,6 +5,8 @@
   contract environment (ARCHITECTURE.md §3).
 - `kiln.emetrics.EMetrics`: WMLA's emetrics file format (also importable as ``emetrics``).
 - `Client`: submit and watch jobs over the REST API; `KilnError` for its failures.
+- `kiln.elastic` (imported on its own; needs torch): elastic distributed training,
+  `FabricModel` and the `State` / `ElasticRuntime` loop API.
 
 Standard library only; ``torch`` is imported only by training-side modules, lazily.
 """

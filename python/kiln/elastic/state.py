@@ -99,10 +99,11 @@ class State:
         previous = self._committed or {}
         snapshot: dict[str, Any] = {"step": self.step}
         if self.model is not None:
-            snapshot["model"] = _copy_tree(self.model.state_dict(), previous.get("model"))
+            snapshot["model"] = _copy_module_state(self.model.state_dict(),
+                                                   previous.get("model"))
         if self.optimizer is not None:
-            snapshot["optimizer"] = _copy_tree(self.optimizer.state_dict(),
-                                               previous.get("optimizer"))
+            snapshot["optimizer"] = _copy_optimizer_state(self.optimizer.state_dict(),
+                                                          previous.get("optimizer"))
         if self.sampler is not None:
             snapshot["sampler"] = dict(self.sampler.state_dict())
         if self.lr_scheduler is not None:
@@ -239,17 +240,63 @@ class State:
                 f"{int(100 * self.sampler.epoch_fraction)}% done)")
 
 
+def _copy_tensor(value: torch.Tensor, previous: Any) -> torch.Tensor:
+    """``value`` copied into ``previous`` when it fits (no allocation), else cloned."""
+    if (isinstance(previous, torch.Tensor) and previous.shape == value.shape
+            and previous.dtype == value.dtype and previous.device == value.device):
+        previous.copy_(value.detach())
+        return previous
+    return value.detach().clone()
+
+
+def _copy_module_state(state: Any, previous: Any) -> Any:
+    """Copies a Module.state_dict (one level of name -> tensor): the fast path of a
+    commit every step, where a generic deep copy cost more than the tensor copies."""
+    prev = previous if isinstance(previous, dict) else {}
+    out: Any = collections.OrderedDict()
+    for name, value in state.items():
+        out[name] = (_copy_tensor(value, prev.get(name)) if isinstance(value, torch.Tensor)
+                     else copy.deepcopy(value))
+    # state_dict() builds a fresh _metadata (per-module versions) each call; nothing
+    # mutates it afterwards, so the reference is kept as is.
+    metadata = getattr(state, "_metadata", None)
+    if metadata is not None:
+        out._metadata = metadata
+    return out
+
+
+def _copy_optimizer_state(state: Any, previous: Any) -> Any:
+    """Copies an Optimizer.state_dict: ``state`` (param index -> {name: tensor or
+    number}, whose inner dicts are the optimizer's live ones) and ``param_groups``
+    (fresh dicts of hyperparameters); other keys generically."""
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict):
+        return _copy_tree(state, previous)
+    prev = previous if isinstance(previous, dict) else {}
+    prev_state = prev.get("state") or {}
+    per_param: dict[Any, Any] = {}
+    for index, entry in state["state"].items():
+        prev_entry = prev_state.get(index) or {}
+        per_param[index] = {
+            key: (_copy_tensor(value, prev_entry.get(key)) if isinstance(value, torch.Tensor)
+                  else value if isinstance(value, (int, float, bool, str, type(None)))
+                  else copy.deepcopy(value))
+            for key, value in entry.items()}
+    out: dict[str, Any] = {"state": per_param}
+    for key, value in state.items():
+        if key == "param_groups":
+            out[key] = [{k: list(v) if isinstance(v, list) else v for k, v in group.items()}
+                        for group in value]
+        elif key != "state":
+            out[key] = _copy_tree(value, prev.get(key))
+    return out
+
+
 def _copy_tree(value: Any, previous: Any) -> Any:
     """Copies a state_dict-like tree: tensors are copied into ``previous``'s tensor at the
     same place when its shape, dtype and device match (no allocation), else cloned;
     containers are rebuilt; anything else is deep-copied."""
     if isinstance(value, torch.Tensor):
-        if (isinstance(previous, torch.Tensor) and previous.shape == value.shape
-                and previous.dtype == value.dtype and previous.device == value.device):
-            with torch.no_grad():
-                previous.copy_(value)
-            return previous
-        return value.detach().clone()
+        return _copy_tensor(value, previous)
     if isinstance(value, dict):
         prev = previous if isinstance(previous, dict) else {}
         out: dict[Any, Any] = (collections.OrderedDict()
