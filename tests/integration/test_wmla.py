@@ -280,8 +280,8 @@ def test_bad_requests_are_refused_naming_the_field(wmla):
     refused("not valid JSON", data="{'hpoName': 'x'}")
     refused("\"modelSpec.args\": --model-main is missing",
             data=hpo_input(args="--exec-start PyTorch --epochs 3"))
-    refused("edtPyTorch (elastic distributed PyTorch) is not supported yet",
-            data=hpo_input(args="--exec-start edtPyTorch --model-main train_hpo.py"))
+    refused("edtTensorflow (elastic distributed TensorFlow) is not supported",
+            data=hpo_input(args="--exec-start edtTensorflow --model-main train_hpo.py"))
     bad = hpo_input("Simulated-Annealing")
     refused("Simulated-Annealing", data=bad)
     bad = hpo_input("Tpe")
@@ -412,8 +412,8 @@ def test_execs_run_single_jobs_with_the_script_args(wmla):
     status, body = wmla.call("DELETE", f"{DL}/execs/{job['id']}")
     assert status == 204
 
-    status, body = wmla.post_form(f"{DL}/execs?args=--exec-start%20distPyTorch%20--model-main"
+    status, body = wmla.post_form(f"{DL}/execs?args=--exec-start%20disttensorflow%20--model-main"
                                   f"%20s.py", {}, {"file": ("s.py", b"print(1)")})
-    assert status == 400 and "distPyTorch" in body["error"]["message"]
+    assert status == 400 and "disttensorflow" in body["error"]["message"]
     status, body = wmla.post_form(f"{DL}/execs", {}, {"file": ("s.py", b"print(1)")})
     assert status == 400 and "\"args\" is required" in body["error"]["message"]

@@ -393,6 +393,16 @@ Json WmlaApi::ExecJson(const store::JobRecord& job) {
   for (const WmlaFramework& f : WmlaFrameworks()) {
     if (f.name == framework) app_name = f.app_name;
   }
+  // WMLA 2.x's worker fields, from the job's distributed-job fields (ARCHITECTURE.md §5.1):
+  // an elastic job's numWorker is its most workers, as `--numWorker` asked.
+  bool elastic = false;
+  int64_t num_worker = 1;
+  if (spec.contains("max_workers") && spec["max_workers"].is_number_integer()) {
+    elastic = true;
+    num_worker = spec["max_workers"].get<int64_t>();
+  } else if (spec.contains("workers") && spec["workers"].is_number_integer()) {
+    num_worker = spec["workers"].get<int64_t>();
+  }
   std::string id = std::to_string(job.id);
   Json out = {{"id", id},
               {"appId", id},
@@ -405,8 +415,8 @@ Json WmlaApi::ExecJson(const store::JobRecord& job) {
               {"modelFileOwnerName", job.username},
               {"appName", app_name},
               {"framework", framework},
-              {"elastic", false},
-              {"numWorker", 1},
+              {"elastic", elastic},
+              {"numWorker", num_worker},
               {"args", args},
               {"workDir", spec.value("workdir", Json(""))},
               {"sigName", ""},
@@ -516,7 +526,7 @@ void WmlaApi::ListFrameworks(HttpRequest& req, Responder res) {
                    {"execMode", f.exec_mode},
                    {"appName", f.app_name},
                    {"numWorkers", 1},
-                   {"maxWorkers", 1},
+                   {"maxWorkers", f.max_workers},
                    {"supported", f.supported}});
   }
   SendJson(res, 200, out);

@@ -101,6 +101,76 @@ absl::Status ParseDatastoreMeta(const std::string& value, WmlaArgs& out) {
   return absl::OkStatus();
 }
 
+// `maxWorkers=2[,key=value...]`: WMLA 1.2.x's options of an elastic job. Returns maxWorkers
+// (nullopt when the list does not set it).
+absl::StatusOr<std::optional<int>> ParseEdtOptions(const std::string& value) {
+  static const char* const kKnown[] = {"maxWorkers"};
+  std::optional<int> max_workers;
+  for (absl::string_view item : absl::StrSplit(value, ',', absl::SkipWhitespace())) {
+    std::vector<std::string> kv = absl::StrSplit(item, absl::MaxSplits('=', 1));
+    std::string key(absl::StripAsciiWhitespace(kv[0]));
+    if (kv.size() != 2) {
+      return Invalid(absl::StrCat("--edt-options \"", std::string(item).substr(0, 64),
+                                  "\" is not key=value, e.g. --edt-options maxWorkers=2"));
+    }
+    std::string val(absl::StripAsciiWhitespace(kv[1]));
+    if (EqualsIgnoreCase(key, "maxWorkers")) {
+      KILN_ASSIGN_OR_RETURN(max_workers,
+                            ParseCount("--edt-options maxWorkers", val, 1, kWmlaMaxWorkers));
+    } else {
+      return Invalid(absl::StrCat("--edt-options: unknown option \"", key.substr(0, 32),
+                                  "\"; Kiln knows: ", absl::StrJoin(kKnown, ", "),
+                                  " (e.g. --edt-options maxWorkers=2)"));
+    }
+  }
+  return max_workers;
+}
+
+// Decides the workers from the framework and the worker options (given in any order).
+absl::Status ResolveWorkers(std::optional<int> num_worker, std::optional<int> edt_max_workers,
+                            bool edt_options, std::optional<int> gpus, WmlaArgs& out) {
+  const bool edt = out.framework == "edtPyTorch";
+  if (edt_options && !edt) {
+    return Invalid(
+        absl::StrCat("--edt-options is for elastic jobs: add --exec-start edtPyTorch "
+                     "(this one is --exec-start ",
+                     out.framework, "), or drop it"));
+  }
+  if (out.framework == "distPyTorch") {
+    out.distributed = true;
+    out.num_workers = num_worker.value_or(1);
+    return absl::OkStatus();
+  }
+  if (edt) {
+    if (num_worker && edt_max_workers && *num_worker != *edt_max_workers) {
+      return Invalid(absl::StrCat("--numWorker ", *num_worker,
+                                  " and --edt-options maxWorkers=", *edt_max_workers,
+                                  " disagree: give the most workers once (--numWorker N, or "
+                                  "--edt-options maxWorkers=N)"));
+    }
+    out.distributed = true;
+    out.elastic = true;
+    out.num_workers = num_worker.value_or(edt_max_workers.value_or(1));
+    // WMLA's EDT scripts read these (engines_number = numWorker * gpuPerWorker); put first,
+    // so that the user's own words after them win with argparse.
+    std::vector<std::string> forwarded = {"--numWorker", std::to_string(out.num_workers)};
+    if (gpus) {
+      forwarded.push_back("--gpuPerWorker");
+      forwarded.push_back(std::to_string(*gpus));
+    }
+    out.script_args.insert(out.script_args.begin(), forwarded.begin(), forwarded.end());
+    return absl::OkStatus();
+  }
+  if (num_worker.value_or(1) != 1) {
+    return Invalid(absl::StrCat("--numWorker ", *num_worker,
+                                " needs a distributed framework: "
+                                "--exec-start distPyTorch (exactly ",
+                                *num_worker, " workers) or edtPyTorch (elastic, 1 to ", *num_worker,
+                                " workers); --exec-start ", out.framework, " runs one worker"));
+  }
+  return absl::OkStatus();
+}
+
 const WmlaFramework* FindFramework(const std::string& name) {
   for (const WmlaFramework& f : WmlaFrameworks()) {
     if (EqualsIgnoreCase(f.name, name)) return &f;
@@ -164,6 +234,9 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
   KILN_ASSIGN_OR_RETURN(std::vector<std::string> words, SplitArgs(args));
   WmlaArgs out;
   std::optional<int> gpus;
+  std::optional<int> num_worker;       // --numWorker
+  std::optional<int> edt_max_workers;  // --edt-options maxWorkers
+  bool edt_options = false;
   for (size_t i = 0; i < words.size(); ++i) {
     const std::string& word = words[i];
     if (word == "--") {
@@ -213,9 +286,11 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
                          " is not a known framework; known: ", absl::StrJoin(names, ", ")));
       }
       if (!f->supported) {
-        return Invalid(absl::StrCat("--exec-start ", f->name, " (", f->desc,
-                                    ") is not supported yet: Kiln runs single-worker jobs; use "
-                                    "--exec-start PyTorch"));
+        return Invalid(absl::StrCat(
+            "--exec-start ", f->name, " (", f->desc,
+            ") is not supported: Kiln runs distributed PyTorch; use --exec-start distPyTorch "
+            "--numWorker N (N workers) or --exec-start edtPyTorch --numWorker N (elastic, up "
+            "to N workers)"));
       }
       out.framework = f->name;
     } else if (option == "--model-main") {
@@ -244,12 +319,11 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
       }
       out.device_type = type;
     } else if (option == "--numWorker") {
-      KILN_ASSIGN_OR_RETURN(out.num_workers, ParseCount(option, value, 1, 1 << 20));
-      if (out.num_workers != 1) {
-        return Invalid(absl::StrCat("--numWorker ", out.num_workers,
-                                    " is not supported yet: Kiln runs single-worker jobs; "
-                                    "use --numWorker 1 (GPUs with --gpuPerWorker)"));
-      }
+      KILN_ASSIGN_OR_RETURN(num_worker, ParseCount(option, value, 1, kWmlaMaxWorkers));
+    } else if (option == "--edt-options") {
+      KILN_ASSIGN_OR_RETURN(std::optional<int> max, ParseEdtOptions(value));
+      if (max) edt_max_workers = max;
+      edt_options = true;
     } else if (option == "--cs-datastore-meta") {
       KILN_RETURN_IF_ERROR(ParseDatastoreMeta(value, out));
     } else if (option == "--appName") {
@@ -269,10 +343,11 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
     } else if (option == "--workerMemory") {
       out.notes.push_back(
           absl::StrCat(option, " ", value, ": ignored (Kiln does not limit a job's memory yet)"));
-    } else if (option == "--numPs" || option == "--edt-options") {
-      return Invalid(absl::StrCat(option,
-                                  " is for distributed or elastic training, which Kiln does not "
-                                  "support yet: drop it and run with --exec-start PyTorch"));
+    } else if (option == "--numPs") {
+      return Invalid(
+          "--numPs is for disttensorflow's parameter servers, which Kiln does not run: drop it "
+          "(Kiln runs distributed PyTorch: --exec-start distPyTorch or edtPyTorch with "
+          "--numWorker N)");
     } else {  // --pbmodel-cmd, --pbmodel-name
       return Invalid(absl::StrCat(option,
                                   ": WMLA's prebuilt models are not available in Kiln; upload "
@@ -284,6 +359,7 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
         "--model-main is missing: name the script to run, e.g. \"--exec-start PyTorch "
         "--model-main train.py --epochs 3\"");
   }
+  KILN_RETURN_IF_ERROR(ResolveWorkers(num_worker, edt_max_workers, edt_options, gpus, out));
   if (out.device_type == "cpu") {
     if (gpus.value_or(0) > 0) {
       out.notes.push_back(
@@ -300,6 +376,15 @@ absl::StatusOr<WmlaArgs> ParseWmlaArgs(std::string_view args) {
 
 master::JobSpec WmlaArgsToJobSpec(const WmlaArgs& args, const WmlaJobOptions& options) {
   master::JobSpec spec;
+  if (args.distributed) {
+    master::WorkersSpec workers;
+    workers.elastic = args.elastic;
+    workers.min = args.elastic ? 1 : args.num_workers;  // "EDT starts ... with minimal 1 GPU"
+    workers.max = args.num_workers;
+    workers.max_worker_failures = 3 * workers.max + 3;  // the REST API's default
+    spec.workers = workers;
+  }
+  if (args.elastic) spec.env["FABRIC_HOME"] = "";
   spec.command = {"python3", args.model_main};
   spec.command.insert(spec.command.end(), args.script_args.begin(), args.script_args.end());
   spec.workdir = args.model_dir;
@@ -327,9 +412,15 @@ const std::vector<WmlaFramework>& WmlaFrameworks() {
       {"PyTorch", "SingleNodePytorchTrain", "single", true, "PyTorch on one worker"},
       {"tensorflow", "SingleNodeTensorflowTrain", "single", true, "TensorFlow on one worker"},
       {"XGboost", "SingleNodeXGboostTrain", "single", true, "XGBoost on one worker"},
-      {"distPyTorch", "DistPyTorchTrain", "distributed", false, "distributed PyTorch"},
+      {"distPyTorch", "DistPyTorchTrain", "distributed", true,
+       "distributed PyTorch: --numWorker N workers with RANK, WORLD_SIZE, MASTER_ADDR and "
+       "MASTER_PORT set",
+       kWmlaMaxWorkers},
+      {"edtPyTorch", "ElasticPyTorchTrain", "distributed", true,
+       "elastic distributed PyTorch: 1 to --numWorker N workers (from fabric_model import "
+       "FabricModel)",
+       kWmlaMaxWorkers},
       {"disttensorflow", "DistTensorflowTrain", "distributed", false, "distributed TensorFlow"},
-      {"edtPyTorch", "ElasticPyTorchTrain", "distributed", false, "elastic distributed PyTorch"},
       {"edtTensorflow", "ElasticTensorflow1xTrain", "distributed", false,
        "elastic distributed TensorFlow"},
       {"edtKeras", "ElasticKerasTrain", "distributed", false, "elastic distributed Keras"},

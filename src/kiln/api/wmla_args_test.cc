@@ -5,6 +5,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "kiln/base/testing/status_matchers.h"
 
 namespace kiln::api {
@@ -80,22 +83,148 @@ TEST(ParseWmlaArgsTest, MatchesFrameworksIgnoringCaseAndDefaultsToPyTorch) {
             "tensorflow");
 }
 
-TEST(ParseWmlaArgsTest, RefusesDistributedAndUnknownFrameworks) {
-  EXPECT_THAT(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py"),
+TEST(ParseWmlaArgsTest, RefusesTensorFlowDistributedAndUnknownFrameworks) {
+  EXPECT_THAT(ParseWmlaArgs("--exec-start disttensorflow --numWorker 2 --model-main t.py"),
               StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("--exec-start edtPyTorch (elastic distributed PyTorch) is not "
-                                 "supported yet")));
-  EXPECT_THAT(ParseWmlaArgs("--exec-start distPyTorch --model-main t.py"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("use --exec-start PyTorch")));
+                       HasSubstr("--exec-start disttensorflow (distributed TensorFlow) is not "
+                                 "supported: Kiln runs distributed PyTorch; use --exec-start "
+                                 "distPyTorch --numWorker N (N workers) or --exec-start "
+                                 "edtPyTorch --numWorker N (elastic, up to N workers)")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtTensorflow --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("edtTensorflow (elastic distributed TensorFlow) is not "
+                                 "supported: Kiln runs distributed PyTorch")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtKeras --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("edtKeras (elastic distributed Keras) is not supported")));
   EXPECT_THAT(ParseWmlaArgs("--exec-start Caffe --model-main t.py"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--exec-start Caffe is not a known framework; known: PyTorch")));
-  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --edt-options maxWorkers=2"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--edt-options is for")));
-  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --numPs 1"),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--numPs is for")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start distPyTorch --model-main t.py --numPs 1"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--numPs is for disttensorflow's parameter servers, which Kiln "
+                                 "does not run")));
   EXPECT_THAT(ParseWmlaArgs("--pbmodel-cmd train --pbmodel-name AlexNet"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("prebuilt models")));
+}
+
+TEST(ParseWmlaArgsTest, DistPyTorchIsAStaticJobOfNumWorkerWorkers) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--exec-start distPyTorch --numWorker 3 --gpuPerWorker 1 "
+                                          "--model-main t.py --epochs 2"));
+  EXPECT_EQ(args.framework, "distPyTorch");
+  EXPECT_TRUE(args.distributed);
+  EXPECT_FALSE(args.elastic);
+  EXPECT_EQ(args.num_workers, 3);
+  EXPECT_EQ(args.gpus, 1);
+  // distPyTorch scripts read the PyTorch environment, not the dlicmd options.
+  EXPECT_THAT(args.script_args, ElementsAre("--epochs", "2"));
+
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs one,
+                            ParseWmlaArgs("--exec-start distpytorch --model-main t.py"));
+  EXPECT_EQ(one.framework, "distPyTorch");
+  EXPECT_TRUE(one.distributed);
+  EXPECT_EQ(one.num_workers, 1);
+}
+
+TEST(ParseWmlaArgsTest, EdtPyTorchTakesItsMostWorkersFromNumWorker) {
+  // WMLA 2.x's submission (wmla-api.md §2.3).
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--exec-start edtPyTorch --cs-datastore-meta type=fs "
+                                          "--numWorker 2 --model-main elastic-main.py --model-dir "
+                                          "resnet-wmla --lr 0.1"));
+  EXPECT_EQ(args.framework, "edtPyTorch");
+  EXPECT_TRUE(args.distributed);
+  EXPECT_TRUE(args.elastic);
+  EXPECT_EQ(args.num_workers, 2);
+  EXPECT_EQ(args.gpus, 0);
+  // The script reads --numWorker (WMLA's EDT template); the user's words come after it.
+  EXPECT_THAT(args.script_args, ElementsAre("--numWorker", "2", "--lr", "0.1"));
+
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs gpus,
+                            ParseWmlaArgs("--numWorker 4 --gpuPerWorker 1 --exec-start edtpytorch "
+                                          "--model-main t.py -- --numWorker 8"));
+  EXPECT_EQ(gpus.framework, "edtPyTorch");
+  EXPECT_EQ(gpus.num_workers, 4);
+  EXPECT_EQ(gpus.gpus, 1);  // per worker
+  EXPECT_THAT(gpus.script_args,
+              ElementsAre("--numWorker", "4", "--gpuPerWorker", "1", "--numWorker", "8"));
+
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs bare,
+                            ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py"));
+  EXPECT_TRUE(bare.elastic);
+  EXPECT_EQ(bare.num_workers, 1);
+  EXPECT_THAT(bare.script_args, ElementsAre("--numWorker", "1"));
+}
+
+TEST(ParseWmlaArgsTest, EdtPyTorchTakesItsMostWorkersFromEdtOptions) {
+  // WMLA 1.2.x's submission (wmla-api.md §2.3).
+  KILN_ASSERT_OK_AND_ASSIGN(
+      WmlaArgs args,
+      ParseWmlaArgs("--exec-start edtPyTorch --cs-datastore-meta type=fs,data_path=pytorch-mnist "
+                    "--model-dir pytorch_edt --edt-options maxWorkers=2 --model-main "
+                    "pytorch_mnist_EDT.py --epochs 15"));
+  EXPECT_TRUE(args.elastic);
+  EXPECT_EQ(args.num_workers, 2);
+  EXPECT_EQ(args.data_path, "pytorch-mnist");
+  EXPECT_THAT(args.script_args, ElementsAre("--numWorker", "2", "--epochs", "15"));
+
+  EXPECT_EQ(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --edt-options "
+                          "\" maxworkers = 3 ,\"")
+                .value()
+                .num_workers,
+            3);
+  // Both forms at once are fine when they agree.
+  EXPECT_EQ(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --numWorker 2 "
+                          "--edt-options=maxWorkers=2")
+                .value()
+                .num_workers,
+            2);
+}
+
+TEST(ParseWmlaArgsTest, RefusesBadWorkerOptions) {
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --numWorker 2"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--numWorker 2 needs a distributed framework: --exec-start "
+                                 "distPyTorch (exactly 2 workers) or edtPyTorch (elastic, 1 to 2 "
+                                 "workers); --exec-start PyTorch runs one worker")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start tensorflow --numWorker 3 --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--exec-start tensorflow runs one worker")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start distPyTorch --numWorker 0 --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--numWorker must be a whole number from 1 to 1024, got \"0\"")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start distPyTorch --numWorker 1025 --model-main t.py"),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("from 1 to 1024")));
+  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --edt-options maxWorkers=2"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--edt-options is for elastic jobs: add --exec-start edtPyTorch "
+                                 "(this one is --exec-start PyTorch), or drop it")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start distPyTorch --model-main t.py --edt-options "
+                            "maxWorkers=2"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("(this one is --exec-start distPyTorch)")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --edt-options "
+                            "maxWorkers=2,minWorkers=1"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--edt-options: unknown option \"minWorkers\"; Kiln knows: "
+                                 "maxWorkers (e.g. --edt-options maxWorkers=2)")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --edt-options maxWorkers"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--edt-options \"maxWorkers\" is not key=value")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --edt-options "
+                            "maxWorkers=two"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--edt-options maxWorkers must be a whole number from 1 to "
+                                 "1024, got \"two\"")));
+  EXPECT_THAT(
+      ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --edt-options"),
+      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("--edt-options needs a value")));
+  EXPECT_THAT(ParseWmlaArgs("--exec-start edtPyTorch --model-main t.py --numWorker 2 "
+                            "--edt-options maxWorkers=3"),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("--numWorker 2 and --edt-options maxWorkers=3 disagree: give "
+                                 "the most workers once")));
 }
 
 TEST(ParseWmlaArgsTest, NeedsModelMain) {
@@ -129,9 +258,6 @@ TEST(ParseWmlaArgsTest, RefusesMissingOrBadValues) {
   EXPECT_THAT(ParseWmlaArgs("--model-main t.py --workerDeviceType tpu"),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("--workerDeviceType must be cpu or gpu")));
-  EXPECT_THAT(ParseWmlaArgs("--model-main t.py --numWorker 2"),
-              StatusIs(absl::StatusCode::kInvalidArgument,
-                       HasSubstr("--numWorker 2 is not supported yet")));
   EXPECT_THAT(ParseWmlaArgs("--model-main t.py --cs-datastore-meta data_path=x"),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("needs type=fs")));
   EXPECT_THAT(ParseWmlaArgs("--model-main t.py --cs-datastore-meta type=s3"),
@@ -210,16 +336,72 @@ TEST(WmlaArgsToJobSpecTest, TheSpecPassesJobValidation) {
   EXPECT_EQ(parsed.workdir, "m");
 }
 
-TEST(WmlaFrameworksTest, ListsSupportedSingleNodeFrameworksFirst) {
+TEST(WmlaArgsToJobSpecTest, DistPyTorchMakesAStaticJob) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--exec-start distPyTorch --numWorker 2 --gpuPerWorker "
+                                          "1 --model-main t.py"));
+  master::JobSpec spec = WmlaArgsToJobSpec(args, {});
+  ASSERT_TRUE(spec.workers.has_value());
+  EXPECT_FALSE(spec.workers->elastic);
+  EXPECT_EQ(spec.workers->min, 2);
+  EXPECT_EQ(spec.workers->max, 2);
+  EXPECT_EQ(spec.resources.slots, 1);  // per worker
+  EXPECT_EQ(spec.resources.gpus, 1);
+  EXPECT_THAT(spec.env, IsEmpty());
+  KILN_ASSERT_OK_AND_ASSIGN(master::JobSpec parsed,
+                            master::ParseJobSpec(master::JobSpecToJson(spec)));
+  ASSERT_TRUE(parsed.workers.has_value());
+  EXPECT_FALSE(parsed.workers->elastic);
+  EXPECT_EQ(parsed.workers->min, 2);
+}
+
+TEST(WmlaArgsToJobSpecTest, EdtPyTorchMakesAnElasticJobFromOneWorker) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args,
+                            ParseWmlaArgs("--exec-start edtPyTorch --edt-options maxWorkers=4 "
+                                          "--model-main t.py"));
+  master::JobSpec spec = WmlaArgsToJobSpec(args, {});
+  ASSERT_TRUE(spec.workers.has_value());
+  EXPECT_TRUE(spec.workers->elastic);
+  EXPECT_EQ(spec.workers->min, 1);
+  EXPECT_EQ(spec.workers->max, 4);
+  EXPECT_EQ(spec.workers->min_workers_timeout_s, 600);
+  EXPECT_EQ(spec.workers->max_worker_failures, 15);
+  EXPECT_THAT(spec.command, ElementsAre("python3", "t.py", "--numWorker", "4"));
+  EXPECT_THAT(spec.env, ElementsAre(Pair("FABRIC_HOME", "")));
+  KILN_ASSERT_OK_AND_ASSIGN(master::JobSpec parsed,
+                            master::ParseJobSpec(master::JobSpecToJson(spec)));
+  ASSERT_TRUE(parsed.workers.has_value());
+  EXPECT_TRUE(parsed.workers->elastic);
+  EXPECT_EQ(parsed.workers->min, 1);
+  EXPECT_EQ(parsed.workers->max, 4);
+  EXPECT_EQ(parsed.workers->max_worker_failures, 15);
+}
+
+TEST(WmlaArgsToJobSpecTest, SingleNodeFrameworksMakeSingleJobs) {
+  KILN_ASSERT_OK_AND_ASSIGN(WmlaArgs args, ParseWmlaArgs("--model-main t.py --numWorker 1"));
+  EXPECT_FALSE(args.distributed);
+  EXPECT_FALSE(WmlaArgsToJobSpec(args, {}).workers.has_value());
+}
+
+TEST(WmlaFrameworksTest, ListsSupportedSingleNodeFrameworksFirstAndThePyTorchDistributedOnes) {
   const auto& f = WmlaFrameworks();
   ASSERT_GE(f.size(), 3u);
   EXPECT_EQ(f[0].name, "PyTorch");
   EXPECT_TRUE(f[0].supported);
-  bool edt_supported = true;
-  for (const auto& x : f) {
-    if (x.name == "edtPyTorch") edt_supported = x.supported;
+  EXPECT_EQ(f[0].max_workers, 1);
+  std::map<std::string, const WmlaFramework*> by_name;
+  for (const auto& x : f) by_name[x.name] = &x;
+  for (const char* name : {"distPyTorch", "edtPyTorch"}) {
+    ASSERT_TRUE(by_name.count(name)) << name;
+    EXPECT_TRUE(by_name[name]->supported) << name;
+    EXPECT_EQ(by_name[name]->exec_mode, "distributed");
+    EXPECT_EQ(by_name[name]->max_workers, 1024);
   }
-  EXPECT_FALSE(edt_supported);
+  EXPECT_EQ(by_name["edtPyTorch"]->app_name, "ElasticPyTorchTrain");
+  for (const char* name : {"disttensorflow", "edtTensorflow", "edtKeras"}) {
+    ASSERT_TRUE(by_name.count(name)) << name;
+    EXPECT_FALSE(by_name[name]->supported) << name;
+  }
 }
 
 }  // namespace

@@ -133,7 +133,7 @@ TEST(HpoInputToSpecTest, RefusesBadInputNamingTheField) {
       {With("/modelSpec/args", "--exec-start PyTorch"),
        "field \"modelSpec.args\": --model-main is missing"},
       {With("/modelSpec/args", "--model-main t.py --numWorker 4"),
-       "field \"modelSpec.args\": --numWorker 4 is not supported yet"},
+       "field \"modelSpec.args\": --numWorker 4 needs a distributed framework"},
       {With("/modelSpec/extra", 1), "unknown field \"modelSpec.extra\""},
       {With("/algoDef", nullptr), "field \"algoDef\" is required"},
       {With("/algoDef/algorithm", nullptr), "field \"algoDef.algorithm\" is required"},
