@@ -8,7 +8,8 @@ dlicmd `args` in the query).
   `FabricModel(...).train(epochs, batch, numWorker * gpuPerWorker)`) runs as an elastic
   job of two workers to FINISHED;
 - `--exec-start distPyTorch --numWorker 2`: a script doing one gloo all-reduce through
-  env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by Kiln) runs to FINISHED.
+  env:// (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set by Kiln) runs to FINISHED;
+- a hypersearch whose experiments are the EDT exec.
 
 Both are submitted first and run side by side, so the module stays short.
 """
@@ -208,6 +209,26 @@ def test_a_dist_pytorch_exec_all_reduces_over_two_workers(master, wmla, submitte
     ids = [e["id"] for e in listed]
     assert dist["id"] in ids and submitted["edt"]["id"] in ids
     assert not {str(t["id"]) for t in job["tasks"]} & set(ids)
+
+
+def test_a_hypersearch_runs_its_experiments_as_edt_jobs(master, wmla, submitted):
+    # WMLA lets an HPO task's experiments be EDT jobs (maxWorkers=2 x maxParalleJobNum).
+    args = EDT_ARGS.replace("--epochs 2", "--epochs 1")
+    data = {"hpoName": "edt-hpo", "modelSpec": {"args": args},
+            "algoDef": {"algorithm": "Random", "maxRunTime": 10, "maxJobNum": 1,
+                        "maxParalleJobNum": 1, "objectiveMetric": "loss",
+                        "objective": "minimize"},
+            "hyperParams": [{"name": "x", "type": "Range", "dataType": "DOUBLE",
+                             "minDbVal": 0.0, "maxDbVal": 1.0}]}
+    status, body = wmla.create(data, ("fashion_edt.modelDir.tar", edt_tar()))
+    assert status == 200, body
+    task = wmla.wait("edt-hpo", timeout=180)
+    assert task["state"] == "FINISHED" and task["complete"] == 1, task
+    [experiment] = task["experiments"]
+    assert experiment["state"] == "FINISHED" and 0 < experiment["metricVal"] < 9999
+    job = master.client().job(int(experiment["appId"]))
+    assert job["workers"]["max"] == 2
+    assert any(g["world_size"] == 2 for g in job["generations"]), job["generations"]
 
 
 def test_frameworks_list_the_pytorch_distributed_ones_as_supported(wmla):
