@@ -179,9 +179,8 @@ Json ExperimentToJson(const master::ExperimentView& view, bool with_spec) {
   return out;
 }
 
-ExperimentsApi::ExperimentsApi(store::Store& store, auth::Authenticator& auth,
-                               master::ExperimentController& experiments)
-    : store_(store), auth_(auth), experiments_(experiments) {}
+ExperimentsApi::ExperimentsApi(auth::Authenticator& auth, master::ExperimentController& experiments)
+    : auth_(auth), experiments_(experiments) {}
 
 void ExperimentsApi::Register(net::Router& router) {
   auto bind = [this](void (ExperimentsApi::*fn)(HttpRequest&, Responder)) {

@@ -34,8 +34,7 @@ base::Json TrialToJson(const store::TrialRow& trial, const std::set<std::string>
 // All handlers run on the master's loop (the HTTP server runs there).
 class ExperimentsApi {
  public:
-  ExperimentsApi(store::Store& store, auth::Authenticator& auth,
-                 master::ExperimentController& experiments);
+  ExperimentsApi(auth::Authenticator& auth, master::ExperimentController& experiments);
 
   void Register(net::Router& router);
 
@@ -57,7 +56,6 @@ class ExperimentsApi {
   absl::StatusOr<master::ExperimentView> Resolve(const auth::Principal& who,
                                                  const net::HttpRequest& req);
 
-  store::Store& store_;
   auth::Authenticator& auth_;
   master::ExperimentController& experiments_;
 };

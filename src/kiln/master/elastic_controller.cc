@@ -224,8 +224,18 @@ void ElasticController::TickElastic(int64_t job_id, Job& job,
     start(target - static_cast<int>(live.size()), false);
   }
 
-  // Shrink: the newest workers leave first.
+  // Shrink: the newest workers leave first. One that has not started yet is simply
+  // stopped: there is no training to hand over and its slots are free at once.
   auto ask_to_leave = [&](int64_t worker, const std::string& reason) {
+    auto record = std::find_if(view.workers.begin(), view.workers.end(),
+                               [worker](const JobRecord& w) { return w.id == worker; });
+    if (record != view.workers.end() && record->state != JobState::kRunning) {
+      job.leaving[worker] = now;  // its end is a leave, not a failure
+      absl::Status s = jobs_.StopWorker(worker, absl::StrCat("not started; ", reason));
+      if (!s.ok()) spdlog::error("job {}: {}", job_id, s.ToString());
+      live.erase(std::find(live.begin(), live.end(), worker));
+      return;
+    }
     job.leaving[worker] = now + options_.leave_grace_micros;
     job.rendezvous->RequestLeave(worker, reason, now);
     live.erase(std::find(live.begin(), live.end(), worker));
@@ -235,8 +245,17 @@ void ElasticController::TickElastic(int64_t job_id, Job& job,
   while (static_cast<int>(live.size()) > target) {
     ask_to_leave(live.back(), absl::StrCat("scaled to ", target, " workers"));
   }
+  // A waiting job gets room one newest worker at a time, but only if the workers above
+  // min_workers, newest first, can make it fit: giving back room it cannot use helps nobody.
   if (demand && static_cast<int>(live.size()) > spec.min && job.leaving.empty()) {
-    ask_to_leave(live.back(), "its slots are given to a queued job");
+    std::vector<int64_t> giving;
+    for (auto it = live.rbegin(); static_cast<int>(live.size() - giving.size()) > spec.min; ++it) {
+      giving.push_back(*it);
+      if (jobs_.WaitingJobFitsWithout(giving)) {
+        ask_to_leave(live.back(), "its slots are given to a queued job");
+        break;
+      }
+    }
   }
 
   // Below min_workers for too long: fail. A job that has not started yet (still QUEUED)

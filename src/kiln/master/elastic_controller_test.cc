@@ -748,6 +748,23 @@ TEST_F(ElasticControllerTest, FinishedAndSingleJobsRefuseScaleWithClearMessages)
 
 // ---------------------------------------------------------------- sharing the cluster
 
+TEST_F(ElasticControllerTest, NoWorkerLeavesForAQueuedJobItsRoomCannotHelp) {
+  RegisterAgent("a", 3);
+  int64_t job = StartElastic(1, 3);
+  ASSERT_THAT(Workers(job), SizeIs(3));
+  RegisterAgent("b", 4);
+  int64_t big = SubmitSingle(4);  // takes all of b
+  EXPECT_EQ(StateOf(big), JobState::kScheduled);
+  // Another 4-slot job can only ever run on b: a's workers giving back 3 slots of a
+  // would not let it start, so none of them is asked to.
+  int64_t waiting = SubmitSingle(4);
+  EXPECT_EQ(StateOf(waiting), JobState::kQueued);
+  Tick();
+  Tick();
+  for (int64_t w : Workers(job)) EXPECT_FALSE(Watch(job, w, 1).leave) << "worker " << w;
+  EXPECT_THAT(Workers(job), SizeIs(3));
+}
+
 TEST_F(ElasticControllerTest, AQueuedJobGetsSlotsBackAndTheElasticJobWaitsToGrowAgain) {
   RegisterAgent("a", 3);
   int64_t job = StartElastic(1, 3);

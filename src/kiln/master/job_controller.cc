@@ -702,6 +702,11 @@ std::optional<scheduler::Resources> JobController::OldestWaitingDemand() const {
   return std::nullopt;
 }
 
+bool JobController::WaitingJobFitsWithout(const std::vector<int64_t>& job_ids) const {
+  std::optional<scheduler::Resources> demand = OldestWaitingDemand();
+  return demand && pool_.FitsWithout(job_ids, *demand);
+}
+
 absl::StatusOr<std::vector<int64_t>> JobController::StartWorkers(int64_t parent_id, int count,
                                                                  bool all_or_nothing) {
   auto it = active_.find(parent_id);

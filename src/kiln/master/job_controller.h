@@ -117,6 +117,8 @@ class JobController {
   // The resources of the oldest queued job that is not a distributed parent (every queued
   // job is waiting for room), or nullopt. What an elastic job gives slots back for.
   std::optional<scheduler::Resources> OldestWaitingDemand() const;
+  // Whether that oldest waiting job would fit if `job_ids` gave back their resources.
+  bool WaitingJobFitsWithout(const std::vector<int64_t>& job_ids) const;
   // Stops a worker: SIGTERM, SIGKILL after the grace (or ends it at once if not started);
   // `reason` becomes its record's reason.
   absl::Status StopWorker(int64_t worker_id, const std::string& reason);

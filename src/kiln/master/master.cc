@@ -123,8 +123,7 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
                                                api_options);
   net::Router router;
   impl->api->Register(router);
-  impl->experiments_api =
-      std::make_unique<api::ExperimentsApi>(*impl->store, *impl->auth, *impl->experiments);
+  impl->experiments_api = std::make_unique<api::ExperimentsApi>(*impl->auth, *impl->experiments);
   impl->experiments_api->Register(router);
   impl->elastic_api =
       std::make_unique<api::ElasticApi>(impl->io, *impl->store, *impl->auth, *impl->elastic);

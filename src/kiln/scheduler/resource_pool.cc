@@ -71,6 +71,13 @@ std::vector<Allocation> ResourcePool::FindPlacements(const Resources& request, i
   return out;
 }
 
+bool ResourcePool::FitsWithout(const std::vector<int64_t>& job_ids,
+                               const Resources& request) const {
+  ResourcePool scratch = *this;
+  for (int64_t id : job_ids) scratch.Release(id);
+  return scratch.FindPlacement(request).has_value();
+}
+
 absl::Status ResourcePool::Allocate(int64_t job_id, const Allocation& allocation) {
   auto it = agents_.find(allocation.agent_id);
   if (it == agents_.end()) {

@@ -42,6 +42,8 @@ class ResourcePool {
   // Where up to `count` requests would go now, taken together (each placement counts
   // against the next): as many as fit, at most `count`.
   std::vector<Allocation> FindPlacements(const Resources& request, int count) const;
+  // Whether `request` would fit somewhere if `job_ids` gave back what they hold.
+  bool FitsWithout(const std::vector<int64_t>& job_ids, const Resources& request) const;
   // Records `allocation` for `job_id`. FailedPrecondition if the agent is unknown or lacks
   // the room (e.g. re-adopting a task after a restart on a smaller configuration).
   absl::Status Allocate(int64_t job_id, const Allocation& allocation);

@@ -86,6 +86,21 @@ TEST(ResourcePoolGangTest, PlacementsCountAgainstEachOther) {
               pool.FindPlacements({2, 0}, 1)[0].agent_id == "a");
 }
 
+TEST(ResourcePoolGangTest, FitsWithoutSaysWhetherGivingBackHelps) {
+  ResourcePool pool;
+  pool.SetAgent("a", 2, {});
+  pool.SetAgent("b", 1, {});
+  ASSERT_TRUE(pool.Allocate(1, {"a", 1, {}}).ok());
+  ASSERT_TRUE(pool.Allocate(2, {"a", 1, {}}).ok());
+  ASSERT_TRUE(pool.Allocate(3, {"b", 1, {}}).ok());
+  EXPECT_TRUE(pool.FitsWithout({3}, {1, 0}));
+  EXPECT_FALSE(pool.FitsWithout({3}, {2, 0}));  // b is too small even when empty
+  EXPECT_FALSE(pool.FitsWithout({1}, {2, 0}));  // a keeps job 2's slot
+  EXPECT_TRUE(pool.FitsWithout({1, 2}, {2, 0}));
+  EXPECT_FALSE(pool.FitsWithout({1, 2, 3}, {1, 1}));  // no GPU anywhere
+  EXPECT_EQ(pool.Usage()["a"].used_slots, 2);         // nothing was released for real
+}
+
 TEST(ResourcePoolGangTest, CheckSatisfiableCountsAllAgentsTogether) {
   ResourcePool pool;
   pool.SetAgent("a", 2, {});
