@@ -34,7 +34,7 @@ namespace kiln::master {
 
 struct ElasticControllerOptions {
   // How long a pending generation waits for members that have not joined.
-  int64_t join_timeout_micros = int64_t{10} * 1'000'000;
+  int64_t join_timeout_micros = int64_t{30} * 1'000'000;
   // How long a worker asked to leave may keep running before it is stopped.
   int64_t leave_grace_micros = int64_t{30} * 1'000'000;
 };

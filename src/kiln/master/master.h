@@ -22,7 +22,7 @@ struct MasterOptions {
   int64_t agent_timeout_seconds = 60;
   int64_t kill_grace_ms = 10'000;
   // How long an elastic job's next generation waits for members that have not joined.
-  int64_t rendezvous_timeout_seconds = 10;
+  int64_t rendezvous_timeout_seconds = 30;
   bool local_agent = false;
   int local_agent_slots = 0;  // 0: the number of CPUs
   std::string shim_path;      // for the local agent; default beside this executable

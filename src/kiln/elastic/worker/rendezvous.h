@@ -3,8 +3,9 @@
 // The worker's view of elastic membership (ARCHITECTURE.md §5.2): what a worker sends when
 // it joins, the generation it is placed in, and `Rendezvous`, the seam between the C++
 // training loop (src/kiln/torch) and whoever keeps membership: kilnd over HTTP
-// (`RendezvousClient`), a world of one outside Kiln (`SoloRendezvous`), or an in-process
-// fake for tests of N ranks on N threads (testing/local_rendezvous.h).
+// (`RendezvousClient`), a world of one outside Kiln (`SoloRendezvous`), or kilnd's own
+// `kiln::elastic::Rendezvous` in process, for tests of N ranks on N threads
+// (testing/local_rendezvous.h).
 #pragma once
 
 #include <cstdint>
