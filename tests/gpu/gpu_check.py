@@ -1,0 +1,58 @@
+"""GPU checks through a real kilnd on a machine with an NVIDIA GPU (run by gpu_check.sh):
+the agent finds the GPU, CUDA_VISIBLE_DEVICES isolates jobs, GPUs are exclusive, a static
+job all-reduces over NCCL, and an elastic kiln.elastic job trains on CUDA. CI has no GPU:
+this is run by hand (results in the issue notes)."""
+import json, os, sys, time
+sys.path.insert(0, os.path.join(os.getcwd(), "python"))
+import kiln
+
+url = open("/tmp/k/kilnd.url").read().strip()
+c = kiln.Client(url, user="admin", password="password1")
+results = {}
+
+def wait(jid, timeout=180):
+    t = time.time()
+    while time.time() - t < timeout:
+        j = c.job(jid)
+        if j["state"] in ("FINISHED", "FAILED", "KILLED"):
+            return j
+        time.sleep(0.5)
+    return c.job(jid)
+
+def logs(jid):
+    return [l["text"] for l in c.logs(jid)]
+
+agents = c._request("GET", "/api/v1/agents")["agents"]
+results["agent_gpus"] = agents[0]["gpus"]
+probe = ("import os, torch; print('CVD=' + repr(os.environ.get('CUDA_VISIBLE_DEVICES')), "
+         "'count=%d' % torch.cuda.device_count(), torch.cuda.get_device_name(0) if torch.cuda.device_count() else '')")
+a = c.submit(["python3", "-c", probe], gpus=1, name="gpu1")
+b = c.submit(["python3", "-c", probe], gpus=0, name="gpu0")
+results["gpu1"] = (wait(a["id"])["state"], logs(a["id"]))
+results["gpu0"] = (wait(b["id"])["state"], logs(b["id"]))
+# Exclusive GPUs: a second 1-GPU job waits while the first holds the only GPU.
+h = c.submit(["python3", "-c", "import time; time.sleep(6)"], gpus=1, name="holder")
+time.sleep(1.5)
+w = c.submit(["python3", "-c", probe], gpus=1, name="waiter")
+time.sleep(1.5)
+results["waiter_state_while_held"] = c.job(w["id"])["state"]
+results["waiter"] = (wait(w["id"])["state"], logs(w["id"]))
+# Static distributed job: NCCL all-reduce on CUDA through Kiln's env:// variables.
+nccl = ("import os, torch, torch.distributed as d; d.init_process_group('nccl'); "
+        "x = torch.ones(4, device='cuda') * (d.get_rank() + 1); d.all_reduce(x); "
+        "print('nccl', d.get_rank(), d.get_world_size(), x.tolist(), os.environ['MASTER_ADDR'], os.environ['MASTER_PORT'])")
+s = c.submit(["python3", "-c", nccl], gpus=1, workers=1, name="static-nccl")
+sj = wait(s["id"])
+results["static_nccl"] = (sj["state"], sj["reason"], logs(s["id"])[-5:])
+# Elastic job on CUDA: kiln.elastic picks NCCL; one GPU, so max 2 runs 1 worker.
+e = c.submit(["python3", "train_elastic.py", "--data-dir", os.environ.get("FMNIST_DIR", "/usr/share/datasets/fashion-mnist"),
+              "--epochs", "2", "--batch-size", "64", "--max-workers", "2"],
+             package="examples/fashion_mnist/elastic", gpus=1, min_workers=1, max_workers=2,
+             name="elastic-cuda")
+ej = wait(e["id"], 240)
+results["elastic"] = {"state": ej["state"], "reason": ej["reason"], "tasks": len(ej["tasks"]),
+                      "generations": ej["generations"], "log": logs(e["id"])[-12:]}
+print(json.dumps(results, indent=1))
+out = os.environ.get("OUT")
+if out:
+    open(os.path.join(out, "gpu_check.json"), "w").write(json.dumps(results, indent=1))
