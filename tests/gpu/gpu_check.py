@@ -56,3 +56,11 @@ print(json.dumps(results, indent=1))
 out = os.environ.get("OUT")
 if out:
     open(os.path.join(out, "gpu_check.json"), "w").write(json.dumps(results, indent=1))
+# What must hold (exit 1 otherwise).
+assert results["agent_gpus"], "the agent found no GPU"
+assert results["gpu1"][0] == "FINISHED" and "count=1" in results["gpu1"][1][0], results["gpu1"]
+assert results["gpu0"][0] == "FINISHED" and "count=0" in results["gpu0"][1][0], results["gpu0"]
+assert results["waiter_state_while_held"] == "QUEUED", "a second job took a GPU already held"
+assert results["static_nccl"][0] == "FINISHED", results["static_nccl"]
+assert results["elastic"]["state"] == "FINISHED", results["elastic"]
+print("GPU check passed")
