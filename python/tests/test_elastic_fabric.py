@@ -1,29 +1,17 @@
-"""FabricModel: the WMLA-style trainer, in one process and as elastic workers of the
-Fashion-MNIST example (examples/fashion_mnist/elastic/train_elastic.py) meeting at the
-in-test `FakeMaster`; real processes, real gloo groups, real files."""
+"""FabricModel: the WMLA-style trainer in one process (callbacks, the global-batch
+gradient, scale_lr, argument checks) with real files. The Fashion-MNIST example on it
+(examples/fashion_mnist/elastic/train_elastic.py) runs as real Kiln jobs in
+tests/integration/test_elastic_runtime.py and test_elastic_python.py."""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from conftest import PYTHON_DIR, REPO_ROOT, WORKLOAD_PYTHON, RecordingServer  # noqa: E402
-from test_elastic_runtime import FakeMaster  # noqa: E402
-
 from kiln.elastic import Callback, FabricModel  # noqa: E402
-
-EXAMPLE = os.path.join(REPO_ROOT, "examples", "fashion_mnist", "elastic", "train_elastic.py")
-DATA = "/usr/share/datasets/fashion-mnist"
-needs_data = pytest.mark.skipif(
-    not os.path.exists(os.path.join(DATA, "train-images-idx3-ubyte.gz")),
-    reason="Fashion-MNIST is not installed")
 
 
 def toy_datasets():
@@ -133,99 +121,3 @@ def test_datasets_function_must_return_two_map_style_datasets():
                          optimizer)
     with pytest.raises(ValueError, match=r"must return \(train_dataset, test_dataset\)"):
         fabric.train(1, 4)
-
-
-# ---- the example, in processes ----------------------------------------------------------
-
-EXAMPLE_ARGS = ["--train-subset", "3000", "--test-subset", "500", "--epochs", "2",
-                "--batch-size", "32", "--max-workers", "2", "--log-every", "5"]
-
-
-def example_env(tmp_path, name: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("KILN_") and k not in ("RESULT_DIR", "LOG_DIR", "SUBID",
-                                                      "CHECKPOINT_DIR", "DATA_DIR")}
-    env.update(PYTHONPATH=PYTHON_DIR, KILN_SLOTS="1", RESULT_DIR=str(tmp_path / name / "result"),
-               LOG_DIR=str(tmp_path / name / "log"),
-               CHECKPOINT_DIR=str(tmp_path / name / "checkpoint"))
-    env.update(extra)
-    return env
-
-
-def history_of(tmp_path, name: str) -> list:
-    return json.loads((tmp_path / name / "result" / "val_dict_list.json").read_text())
-
-
-@needs_data
-def test_the_example_runs_bare_and_resumes_from_its_checkpoint(tmp_path, server: RecordingServer):
-    env = example_env(tmp_path, "bare", KILN_MASTER=server.url, KILN_JOB_ID="5", KILN_TOKEN="t")
-    first = subprocess.run([WORKLOAD_PYTHON, EXAMPLE, *EXAMPLE_ARGS, "--epochs", "1"],
-                           env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert first.returncode == 0, first.stdout + first.stderr
-    assert "generation 1" not in first.stdout  # a local run forms no group
-    assert (tmp_path / "bare" / "checkpoint" / "elastic-checkpoint.pt").exists()
-    second = subprocess.run([WORKLOAD_PYTHON, EXAMPLE, *EXAMPLE_ARGS, "--epochs", "2"],
-                            env=env, cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
-    assert second.returncode == 0, second.stdout + second.stderr
-    assert "resumed from checkpoint" in second.stdout
-    assert "at step 47 (epoch 2, 0% done)" in second.stdout
-    assert [row["steps"] for row in history_of(tmp_path, "bare")] == [1, 2]
-    lines = [json.loads(l) for l in
-             (tmp_path / "bare" / "log" / "evaluation-metrics.txt").read_text().splitlines()]
-    assert [l["etimes"]["iteration"]["value"] for l in lines if l["grouplabel"] == "test"] \
-        == ["1", "2"]
-    test_reports = [r for r in server.stored_reports() if r["group"] == "test"]
-    assert [r["step"] for r in test_reports] == [1, 2]
-    assert set(test_reports[0]["metrics"]) == {"loss", "accuracy"}
-
-
-def train_reports_at_least(master: FakeMaster, step: int) -> bool:
-    with master.cond:
-        return any(r["group"] == "train" and r["step"] >= step for r in master.reports)
-
-
-def wait_until(condition, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-@needs_data
-def test_killing_an_example_worker_mid_epoch_keeps_the_training_of_an_undisturbed_run(
-        tmp_path):
-    undisturbed = subprocess.run([WORKLOAD_PYTHON, EXAMPLE, *EXAMPLE_ARGS],
-                                 env=example_env(tmp_path, "undisturbed"), cwd=tmp_path,
-                                 capture_output=True, text=True, timeout=300)
-    assert undisturbed.returncode == 0, undisturbed.stdout + undisturbed.stderr
-
-    master = FakeMaster(first_size=2)
-    procs = {}
-    try:
-        for task in ("51", "52"):
-            env = example_env(tmp_path, task, KILN_ELASTIC="1", KILN_MASTER=master.url,
-                              KILN_JOB_ID="1", KILN_TASK_ID=task, KILN_MAX_WORKERS="2")
-            procs[task] = subprocess.Popen(
-                [WORKLOAD_PYTHON, EXAMPLE, *EXAMPLE_ARGS, "--step-delay-ms", "30"], env=env,
-                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_until(lambda: train_reports_at_least(master, 20))  # mid-epoch 1 (47 steps)
-        victim = master.history[0]["members"][1]
-        procs[victim].send_signal(signal.SIGKILL)
-        procs[victim].wait()
-        master.drop(victim)  # the agent's report
-        survivor = next(t for t in procs if t != victim)
-        out, _ = procs[survivor].communicate(timeout=300)
-        assert procs[survivor].returncode == 0, out
-    finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        master.close()
-    assert [h["members"] for h in master.history] == [master.history[0]["members"], [survivor]]
-    assert "2 generation(s) seen by this worker" in out
-    got, expected = history_of(tmp_path, survivor), history_of(tmp_path, "undisturbed")
-    assert [r["steps"] for r in got] == [1, 2]
-    for g, e in zip(got, expected):
-        assert abs(g["accuracy"] - e["accuracy"]) <= 0.01, (got, expected)
