@@ -200,8 +200,11 @@ def test_a_killed_worker_costs_one_step_and_the_survivor_finishes_the_same_train
     for task in written:  # the survivor and any replacement that trained to the end
         assert_same_parameters(json.loads((tmp_path / "out" / f"{task}.json").read_text()),
                                expected)
+    # One step lost: the victim died in step 5, and the survivor's next generation
+    # resumed from the commit after step 4.
     text = log_text(client, job_id)
-    assert f"[w{survivor}] task {survivor} in generation {later[0]['id']}" in text, text
+    assert re.search(rf"^\[w{survivor}\] task {survivor} in generation {later[0]['id']}: "
+                     rf"rank 0 of \d at step 4$", text, re.MULTILINE), text
 
 
 def test_a_generation_that_can_never_form_fails_the_worker_instead_of_looping(
