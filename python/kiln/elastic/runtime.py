@@ -6,10 +6,26 @@ The runtime owns this worker's membership: it joins generations at the master
 source rank's TCPStore; never ``init_process_group``, whose global state cannot be
 re-initialised), has the source rank broadcast the committed `State`, and runs the
 collectives of a step. A step is a ``with runtime.step():`` block: on success the state
-is committed (every ``commit_every`` steps); when a collective fails because a peer died
-the state is rolled back to the last commit and the worker joins the next generation;
-when the master announces a new generation (a worker joined or must leave) every rank
-finishes the same step, commits and joins together.
+is committed; when a collective fails because a peer died the state is rolled back to the
+last commit and the worker joins the next generation; when the master announces a new
+generation (a worker joined or must leave) every rank finishes the same step, commits and
+joins together.
+
+Commits, two ways (`State.commit`):
+- by default (``commit_every=None``) the commit is the step boundary itself, with no copy
+  of the model or optimizer: a step runs ONE gradient all-reduce
+  (`ElasticRuntime.allreduce_gradients`) and applies the optimizer's update only after it
+  succeeded, so when a peer dies mid all-reduce the survivors' model and optimizer are
+  still those of the last step boundary: only the small parts (step, sampler position,
+  user fields...) are rolled back. A survivor whose all-reduce completed before the death
+  applied the step and joins with a higher committed step, so it becomes the source every
+  rank syncs from (ARCHITECTURE.md §5.2). Any other collective of the loop (validation)
+  goes into its own ``with runtime.step(counts_as_step=False):`` block. Costs about
+  nothing per step;
+- ``commit_every=N`` copies the model and optimizer every N steps, for custom loops that
+  change the model before a collective (several all-reduces per step, an update before a
+  metric all-reduce, side effects): a failure rolls back to the last copy (at most N
+  steps). Costs a copy of every model and optimizer tensor per commit.
 
 Three modes, picked from the environment:
 - elastic (``KILN_ELASTIC=1``): the protocol of ARCHITECTURE.md §5.2;
@@ -91,8 +107,11 @@ class ElasticRuntime:
     state : State
         What is committed, rolled back and synced.
     commit_every : int, optional
-        Commit after every N-th step (1). A failure loses at most N steps; a new
-        generation is always formed from a fresh commit.
+        None (default): step-boundary commits, no copy (see the module docstring); the
+        loop must run each step's one gradient all-reduce before its optimizer step.
+        N: copy the model and optimizer after every N-th step (a failure loses at most N
+        steps), for loops that change the model before a collective. A new generation
+        is always formed from a fresh commit.
     device : torch.device, optional
         Where collectives run; `default_device` when not given. CUDA means NCCL.
     collective_timeout_s : float, optional
@@ -118,15 +137,17 @@ class ElasticRuntime:
         Generations this process was in.
     """
 
-    def __init__(self, state: State, *, commit_every: int = 1,
+    def __init__(self, state: State, *, commit_every: Optional[int] = None,
                  device: Optional[torch.device] = None,
                  collective_timeout_s: Optional[float] = None,
                  formation_timeout_s: Optional[float] = None,
                  client: Optional[RendezvousClient] = None,
                  environ: Optional[Mapping[str, str]] = None) -> None:
-        if isinstance(commit_every, bool) or not isinstance(commit_every, int) \
-                or commit_every < 1:
-            raise ValueError(f"commit_every must be a positive int, got {commit_every!r}")
+        if commit_every is not None and (isinstance(commit_every, bool) or
+                                         not isinstance(commit_every, int) or
+                                         commit_every < 1):
+            raise ValueError(f"commit_every must be None (step-boundary commits, no copy) "
+                             f"or a positive int (copy every N steps), got {commit_every!r}")
         env = dict(os.environ if environ is None else environ)
         self.state = state
         self.commit_every = commit_every
@@ -209,7 +230,7 @@ class ElasticRuntime:
         if self._started:
             return
         self._started = True
-        self.state.commit()
+        self._commit()
         if self.mode == "local":
             self._generation = Generation(1, 0, 1, ("local",), "", 0, 0, "single process")
             self.generations_seen = 1
@@ -232,16 +253,36 @@ class ElasticRuntime:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+    @property
+    def copies_commits(self) -> bool:
+        """Whether commits copy the model and optimizer (``commit_every`` given)."""
+        return self.commit_every is not None
+
+    def _commit(self) -> None:
+        self.state.commit(copy=self.copies_commits)
+
     @contextlib.contextmanager
-    def step(self) -> Iterator["ElasticRuntime"]:
+    def step(self, counts_as_step: bool = True) -> Iterator["ElasticRuntime"]:
         """One step of training, as a ``with`` block.
 
-        On a normal exit ``state.step`` grows by one and the state is committed (every
-        ``commit_every`` steps); if the step's collectives agreed that a new generation
-        is pending, the state is committed and the worker joins it before the block
-        returns. On `PeerFailure` the state is rolled back to the last commit and the
-        worker joins the next generation; the exception is swallowed, so the loop simply
-        goes on from the restored state. Other exceptions propagate.
+        On a normal exit ``state.step`` grows by one and the state is committed (a
+        step-boundary commit; with ``commit_every=N`` a copy every N steps); if the
+        step's collectives agreed that a new generation is pending, the state is
+        committed and the worker joins it before the block returns. On `PeerFailure` the
+        state is rolled back to the last commit and the worker joins the next
+        generation; the exception is swallowed, so the loop simply goes on from the
+        restored state. Other exceptions propagate.
+
+        Without ``commit_every`` a block may change the model and optimizer only after
+        its last collective (the gradient all-reduce, then ``optimizer.step()``).
+
+        Parameters
+        ----------
+        counts_as_step : bool, optional
+            False for a block of collectives that is not a training step (validation):
+            ``state.step`` stays, the rest is as above. The loop must be able to tell
+            from the state that the block is still to do (a user field set by the step
+            before it, cleared inside it), since a failure rolls it back.
         """
         self.start()
         self._agreed_pending = False
@@ -256,12 +297,14 @@ class ElasticRuntime:
             self.state.restore()
             self._rendezvous(f"peer failure: {failure}")
             return
-        self.state.step += 1
+        if counts_as_step:
+            self.state.step += 1
         pending = self._agreed_pending
         if self.world_size == 1 and self._watcher is not None:
             pending = pending or self._watcher.pending  # no peer to agree with
-        if pending or self.state.step % self.commit_every == 0:
-            self.state.commit()
+        if (pending or self.commit_every is None
+                or self.state.step % self.commit_every == 0):
+            self._commit()
         if pending:
             self._rendezvous("new generation announced")
 
@@ -438,7 +481,7 @@ class ElasticRuntime:
         opts_timeout = self._collective_timeout
         try:
             self.state.sync(_TimedGroup(self._group, opts_timeout), gen.rank,
-                            gen.source_rank, self.device)
+                            gen.source_rank, self.device, copy=self.copies_commits)
         except RuntimeError as e:
             raise PeerFailure(_short(e)) from e
 

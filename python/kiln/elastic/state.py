@@ -1,16 +1,29 @@
 """Defines `State`, the training state an elastic worker commits, rolls back and shares.
 
 A `State` holds the model, the optimizer, an optional `ElasticSampler` and LR scheduler,
-and any user fields (``state.history = []``). `State.commit` keeps an in-memory copy
-(tensor copies into buffers reused from the last commit, so committing every step is
-cheap); `State.restore` rolls back to it after a failed collective; `State.sync` sends the
-source rank's state to every rank of a new generation (ARCHITECTURE.md §5).
+and any user fields (``state.history = []``). `State.restore` rolls back to the last
+commit after a failed collective; `State.sync` sends the source rank's state to every rank
+of a new generation (ARCHITECTURE.md §5).
+
+Two kinds of commit:
+
+- ``commit()`` (a copy commit) keeps an in-memory copy of everything, the model and
+  optimizer tensors included (copied into buffers reused from the last commit);
+- ``commit(copy=False)`` (a step-boundary commit, what `ElasticRuntime` does after each
+  step by default) copies only what is small: the step, the sampler position, the LR
+  scheduler, the user fields, the optimizer's hyperparameters (``lr`` ...), the model's
+  buffers (batch-norm statistics) and the RNG state. The model's parameters and the
+  optimizer's state are not copied: `restore` leaves them as they are, which is exact as
+  long as they were not changed since the commit. The runtime's step guarantees that:
+  the optimizer applies a step's update only after the step's one gradient all-reduce
+  succeeded, so a failed step has not touched them. `restore` checks it (parameters'
+  version counters) and raises instead of leaving a half-updated model.
 """
 
 from __future__ import annotations
 
 import collections
-import copy
+import copy as _copy
 import io
 from typing import Any, Optional
 
@@ -21,15 +34,19 @@ __all__ = ["State"]
 _OWN_ATTRIBUTES = frozenset({"model", "optimizer", "sampler", "lr_scheduler", "step",
                              "_fields", "_committed", "_rng_committed"})
 
+# Field values kept by reference in a commit: immutable, so no copy is needed.
+_IMMUTABLE = (int, float, bool, str, bytes, type(None))
+
 
 class State:
     """What an elastic training loop must not lose: model, optimizer, data position,
     step and user fields.
 
     User fields are given as keyword arguments and read and written as attributes
-    (``state.best_accuracy = 0.9``); they are deep-copied at each commit, so keep them
-    small (numbers, short lists, small tensors). The model and optimizer are copied
-    tensor by tensor into buffers kept from the last commit.
+    (``state.best_accuracy = 0.9``); they are copied at each commit (numbers by reference,
+    anything else deep-copied), so keep them small (numbers, short lists, small tensors).
+    A copy commit copies the model and optimizer tensor by tensor into buffers kept from
+    the last one; a step-boundary commit does not copy them (see the module docstring).
 
     Not thread-safe: one training loop uses it.
 
@@ -52,6 +69,9 @@ class State:
         Steps completed; the elastic runtime adds one after each successful step.
     committed_step : int
         ``step`` at the last `commit`, -1 before the first.
+    committed_copy : bool
+        Whether the last commit copied the model and optimizer (False: a step-boundary
+        commit, or none yet).
     """
 
     def __init__(self, model: Optional[torch.nn.Module] = None,
@@ -94,21 +114,48 @@ class State:
 
     # ---- commit and rollback ----------------------------------------------------------
 
-    def commit(self) -> None:
-        """Keeps an in-memory copy of the whole state (replacing the previous one)."""
+    @property
+    def committed_copy(self) -> bool:
+        return self._committed is not None and self._committed["copy"]
+
+    def commit(self, copy: bool = True) -> None:
+        """Commits the state, replacing the previous commit.
+
+        Parameters
+        ----------
+        copy : bool, optional
+            True (default): keep a copy of the whole state, model and optimizer included;
+            `restore` rolls anything back. False: a step-boundary commit that copies only
+            the small parts (step, sampler, LR scheduler, user fields, optimizer
+            hyperparameters, model buffers, RNG); `restore` then expects the model's
+            parameters and the optimizer's state not to have changed since. About free
+            next to a copy commit, which copies every tensor of the model and optimizer.
+        """
         previous = self._committed or {}
-        snapshot: dict[str, Any] = {"step": self.step}
+        snapshot: dict[str, Any] = {"step": self.step, "copy": bool(copy)}
         if self.model is not None:
-            snapshot["model"] = _copy_module_state(self.model.state_dict(),
-                                                   previous.get("model"))
+            if copy:
+                snapshot["model"] = _copy_module_state(self.model.state_dict(),
+                                                       previous.get("model"))
+            else:
+                buffers = previous.get("model_buffers") or {}
+                snapshot["model_buffers"] = {
+                    name: _copy_tensor(b, buffers.get(name))
+                    for name, b in self.model.named_buffers()}
+                snapshot["model_params"] = [p._version for p in self.model.parameters()]
         if self.optimizer is not None:
-            snapshot["optimizer"] = _copy_optimizer_state(self.optimizer.state_dict(),
-                                                          previous.get("optimizer"))
+            if copy:
+                snapshot["optimizer"] = _copy_optimizer_state(self.optimizer.state_dict(),
+                                                              previous.get("optimizer"))
+            else:
+                snapshot["optimizer_hyper"] = [
+                    {k: (list(v) if isinstance(v, list) else v) for k, v in g.items()
+                     if k != "params"} for g in self.optimizer.param_groups]
         if self.sampler is not None:
             snapshot["sampler"] = dict(self.sampler.state_dict())
         if self.lr_scheduler is not None:
-            snapshot["lr_scheduler"] = copy.deepcopy(self.lr_scheduler.state_dict())
-        snapshot["fields"] = copy.deepcopy(self._fields)
+            snapshot["lr_scheduler"] = _copy.deepcopy(self.lr_scheduler.state_dict())
+        snapshot["fields"] = _copy_fields(self._fields)
         object.__setattr__(self, "_committed", snapshot)
         # Each rank keeps its own random stream (dropout masks differ per rank, as in
         # DDP), so RNG is rolled back locally but never synced.
@@ -123,16 +170,53 @@ class State:
         Raises
         ------
         RuntimeError
-            If nothing was committed yet.
+            If nothing was committed yet, or if the last commit was a step-boundary one
+            (``copy=False``) and a model parameter was changed since (an optimizer step
+            ran after it: the model cannot be rolled back without a copy).
         """
-        if self._committed is None:
+        committed = self._committed
+        if committed is None:
             raise RuntimeError("State.restore() before any State.commit()")
-        self._load(self._committed)
+        if not committed["copy"]:
+            self._restore_boundary(committed)
+        else:
+            self._load(committed)
         rng = self._rng_committed or {}
         if "cpu" in rng:
             torch.set_rng_state(rng["cpu"])
         if "cuda" in rng:
             torch.cuda.set_rng_state_all(rng["cuda"])
+
+    def _restore_boundary(self, committed: dict[str, Any]) -> None:
+        """Restores a step-boundary commit: the small parts; the model's parameters and
+        the optimizer's state must be as they were."""
+        if self.model is not None:
+            versions = [p._version for p in self.model.parameters()]
+            if versions != committed["model_params"]:
+                raise RuntimeError(
+                    f"cannot roll back to step {committed['step']}: the model's parameters "
+                    "changed after its step-boundary commit (an optimizer step, or another "
+                    "in-place change, ran before the collective that failed), and a "
+                    "step-boundary commit keeps no copy of them. Run the step's one "
+                    "gradient all-reduce before optimizer.step() and move any later "
+                    "collective (validation) into its own "
+                    "`with runtime.step(counts_as_step=False):` block, or make the runtime "
+                    "copy the state: ElasticRuntime(..., commit_every=1)")
+            buffers = dict(self.model.named_buffers())
+            for name, saved in committed["model_buffers"].items():
+                if name in buffers:
+                    buffers[name].copy_(saved)
+        if self.optimizer is not None:
+            for group, saved in zip(self.optimizer.param_groups,
+                                    committed["optimizer_hyper"]):
+                group.update({k: (list(v) if isinstance(v, list) else v)
+                              for k, v in saved.items()})
+        if self.sampler is not None:
+            self.sampler.load_state_dict(committed["sampler"])
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.load_state_dict(_copy.deepcopy(committed["lr_scheduler"]))
+        object.__setattr__(self, "_fields", _copy_fields(committed.get("fields", {})))
+        self.step = int(committed["step"])
 
     # ---- whole-state dicts (sync and disk checkpoints) ----------------------------------
 
@@ -177,12 +261,12 @@ class State:
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
         if self.lr_scheduler is not None:
-            self.lr_scheduler.load_state_dict(copy.deepcopy(state["lr_scheduler"]))
-        object.__setattr__(self, "_fields", copy.deepcopy(state.get("fields", {})))
+            self.lr_scheduler.load_state_dict(_copy.deepcopy(state["lr_scheduler"]))
+        object.__setattr__(self, "_fields", _copy.deepcopy(state.get("fields", {})))
         self.step = int(state["step"])
 
     def sync(self, group: Any, rank: int, source_rank: int,
-             device: Optional[torch.device] = None) -> int:
+             device: Optional[torch.device] = None, *, copy: bool = True) -> int:
         """Makes every rank's state the source rank's, then commits.
 
         A collective over ``group`` (a torch.distributed ProcessGroup): every rank of the
@@ -199,6 +283,8 @@ class State:
             The rank whose state wins.
         device : torch.device, optional
             Where the group's tensors must live (``cuda`` for NCCL); CPU by default.
+        copy : bool, optional
+            The kind of the commit that follows (see `commit`).
 
         Returns
         -------
@@ -229,7 +315,7 @@ class State:
         if rank != source_rank:
             blob = data.cpu().numpy().tobytes()
             self._load(torch.load(io.BytesIO(blob), map_location="cpu"))
-        self.commit()
+        self.commit(copy=copy)
         return n
 
     def describe(self) -> str:
@@ -238,6 +324,13 @@ class State:
             return f"step {self.step}"
         return (f"step {self.step} (epoch {self.sampler.epoch + 1}, "
                 f"{int(100 * self.sampler.epoch_fraction)}% done)")
+
+
+def _copy_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """User fields for a commit: immutable values by reference, others deep-copied (a
+    deep copy of the whole dict cost more than the rest of a step-boundary commit)."""
+    return {k: v if isinstance(v, _IMMUTABLE) else _copy.deepcopy(v)
+            for k, v in fields.items()}
 
 
 def _copy_tensor(value: torch.Tensor, previous: Any) -> torch.Tensor:
@@ -256,7 +349,7 @@ def _copy_module_state(state: Any, previous: Any) -> Any:
     out: Any = collections.OrderedDict()
     for name, value in state.items():
         out[name] = (_copy_tensor(value, prev.get(name)) if isinstance(value, torch.Tensor)
-                     else copy.deepcopy(value))
+                     else _copy.deepcopy(value))
     # state_dict() builds a fresh _metadata (per-module versions) each call; nothing
     # mutates it afterwards, so the reference is kept as is.
     metadata = getattr(state, "_metadata", None)
@@ -279,7 +372,7 @@ def _copy_optimizer_state(state: Any, previous: Any) -> Any:
         per_param[index] = {
             key: (_copy_tensor(value, prev_entry.get(key)) if isinstance(value, torch.Tensor)
                   else value if isinstance(value, (int, float, bool, str, type(None)))
-                  else copy.deepcopy(value))
+                  else _copy.deepcopy(value))
             for key, value in entry.items()}
     out: dict[str, Any] = {"state": per_param}
     for key, value in state.items():
@@ -306,11 +399,11 @@ def _copy_tree(value: Any, previous: Any) -> Any:
         # Module.load_state_dict reads per-module versions from this attribute.
         metadata = getattr(value, "_metadata", None)
         if metadata is not None:
-            out._metadata = copy.deepcopy(metadata)  # type: ignore[attr-defined]
+            out._metadata = _copy.deepcopy(metadata)  # type: ignore[attr-defined]
         return out
     if isinstance(value, (list, tuple)):
         prev_seq = previous if isinstance(previous, (list, tuple)) and \
             len(previous) == len(value) else [None] * len(value)
         items = [_copy_tree(v, p) for v, p in zip(value, prev_seq)]
         return items if isinstance(value, list) else tuple(items)
-    return copy.deepcopy(value)
+    return _copy.deepcopy(value)
