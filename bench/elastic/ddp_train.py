@@ -24,7 +24,7 @@ import sys  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from workload import (ProgressLog, StepBatches, SteadyTimer, load_train,  # noqa: E402
-                      make_model_and_optimizer)
+                      make_model_and_optimizer, threads_line)
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> None:
     args = parse_args()
     log = ProgressLog(args.progress_dir, steps=not args.steady)
     log.event("started", at=STARTED)
-    log.event("imported")
+    log.event(f"imported {threads_line()}")
     x, y = load_train(args.train_limit)
     batches = StepBatches(len(x), args.global_batch)
     model, opt = make_model_and_optimizer()

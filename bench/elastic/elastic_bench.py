@@ -49,7 +49,8 @@ from kilnd_process import (TERMINAL_STATES, FastClient, KilndProcess,  # noqa: E
 # defaults alone wait 30 s for a last call and 15 s for a dead node's keep-alive).
 START_TIMEOUT_S = 120.0
 RECOVERY_TIMEOUT_S = 180.0
-STEADY_RE = re.compile(r"steady: (\d+) steps in ([0-9.]+) s = ([0-9.]+) ms/step")
+STEADY_RE = re.compile(r"steady: (\d+) steps in ([0-9.]+) s = ([0-9.]+) ms/step, "
+                       r"cpu ([0-9.]+) ms/step")
 
 
 class Bench:
@@ -167,8 +168,9 @@ def torchrun_join(bench: Bench, tuned: bool) -> dict[str, float]:
                 **newcomer_phases(progress, first_b)}
 
 
-def ddp_steady(bench: Bench) -> float:
-    """Plain DDP, 2 processes under torchrun on one node; returns ms per step."""
+def ddp_steady(bench: Bench) -> tuple[float, float]:
+    """Plain DDP, 2 processes under torchrun on one node; returns (wall ms per step of
+    the slower rank, CPU ms per step summed over the ranks)."""
     o = bench.opts
     work = bench.run_dir("ddp-steady")
     port = free_port()
@@ -179,10 +181,16 @@ def ddp_steady(bench: Bench) -> float:
     out = subprocess.run(cmd, cwd=work, env=pinned_env(), stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, timeout=600, check=False)
     text = out.stdout.decode(errors="replace")
-    found = [float(m[3]) for m in STEADY_RE.finditer(text)]
+    found = [(float(m[3]), float(m[4])) for m in STEADY_RE.finditer(text)]
     if out.returncode != 0 or len(found) != 2:
         raise RuntimeError(f"DDP run failed ({out.returncode}):\n{text[-3000:]}")
-    return max(found)  # the ranks wait on each other; the slower one is the step time
+    return steady_figures(found)
+
+
+def steady_figures(found: list[tuple[float, float]]) -> tuple[float, float]:
+    # The ranks wait on each other: the slower one's wall time is the step time. CPU
+    # time is what the whole step costs the machine, both ranks together.
+    return max(w for w, _ in found), sum(c for _, c in found)
 
 
 # ---------------------------------------------------------------------------------------
@@ -339,8 +347,9 @@ def kiln_join(bench: Bench, kiln: KilnSide) -> dict[str, float]:
             **newcomer_phases(progress, first_new)}
 
 
-def kiln_steady(bench: Bench, kiln: KilnSide, commit_every: int) -> float:
-    """An elastic job of exactly 2 workers runs the steady phase; returns ms per step."""
+def kiln_steady(bench: Bench, kiln: KilnSide, commit_every: int) -> tuple[float, float]:
+    """An elastic job of exactly 2 workers runs the steady phase; returns what
+    ddp_steady does."""
     o = bench.opts
     work = bench.run_dir(f"kiln-steady-commit{commit_every}")
     progress = Progress(os.path.join(work, "progress"))
@@ -354,11 +363,12 @@ def kiln_steady(bench: Bench, kiln: KilnSide, commit_every: int) -> float:
         time.sleep(0.2)
     rec = kiln.record(job)
     progress.poll()
-    found = [float(m[3]) for e in progress.events for m in [STEADY_RE.search(e.text)] if m]
+    found = [(float(m[3]), float(m[4])) for e in progress.events
+             for m in [STEADY_RE.search(e.text)] if m]
     if rec["state"] != "FINISHED" or len(found) != 2:
         raise RuntimeError(f"Kiln steady job {job} ended {rec['state']} with "
                            f"{len(found)} of 2 reports; tasks {rec.get('tasks')}")
-    return max(found)
+    return steady_figures(found)
 
 
 # ---------------------------------------------------------------------------------------
@@ -482,28 +492,39 @@ def run_steady(bench: Bench) -> None:
     print(f"\n## steady: ms/step at world size 2, global batch {o.global_batch}, "
           f"{o.steady_steps} steps after {o.steady_warmup}; Kiln committing every "
           f"{' / '.join(map(str, o.steady_commit_every))} steps; load {load_line()}")
-    ddp: list[float] = []
-    kiln_ms: dict[int, list[float]] = {n: [] for n in o.steady_commit_every}
-    pairs: dict[int, list[float]] = {n: [] for n in o.steady_commit_every}
+    print("  (wall: the slower rank; CPU: both ranks' processes together)")
+    sides = ["DDP"] + [f"Kiln, commit {n}" for n in o.steady_commit_every]
+    wall: dict[str, list[float]] = {s: [] for s in sides}
+    cpu: dict[str, list[float]] = {s: [] for s in sides}
+    wall_ratio: dict[str, list[float]] = {s: [] for s in sides[1:]}
+    cpu_ratio: dict[str, list[float]] = {s: [] for s in sides[1:]}
     with with_kiln(bench) as kiln:
         for i in range(o.repeats):
             # Alternate the sides so that drift in the machine's load hits both.
-            ms = ddp_steady(bench)
-            ddp.append(ms)
-            line = f"  run {i + 1} DDP: {ms:.3f} ms/step"
+            runs = [("DDP", lambda: ddp_steady(bench))]
             if kiln:
-                for n in o.steady_commit_every:
-                    k = kiln_steady(bench, kiln, n)
-                    kiln_ms[n].append(k)
-                    pairs[n].append(k / ms)
-                    line += f"; Kiln (commit every {n}): {k:.3f} ms/step, Kiln/DDP {k / ms:.3f}"
+                runs += [(f"Kiln, commit {n}", lambda n=n: kiln_steady(bench, kiln, n))
+                         for n in o.steady_commit_every]
+            line = f"  run {i + 1}"
+            for side, fn in runs:
+                w, c = fn()
+                wall[side].append(w)
+                cpu[side].append(c)
+                line += f"; {side}: {w:.3f} ms wall, {c:.3f} ms CPU"
+                if side != "DDP":
+                    wall_ratio[side].append(w / wall["DDP"][-1])
+                    cpu_ratio[side].append(c / cpu["DDP"][-1])
+                    line += f" (x{w / wall['DDP'][-1]:.3f}, CPU x{c / cpu['DDP'][-1]:.3f})"
             print(line, flush=True)
-    print(f"\n  DDP (torchrun, 2 processes)           {summary(ddp, '{:.3f}')} ms/step")
-    if kiln:
-        for n in o.steady_commit_every:
-            print(f"  Kiln elastic, 2 workers, commit {n:<3}  "
-                  f"{summary(kiln_ms[n], '{:.3f}')} ms/step; Kiln/DDP per pair "
-                  f"{summary(pairs[n], '{:.3f}')}")
+    print(f"\n  {'side':<18} {'wall ms/step':<34} {'CPU ms/step':<34} "
+          f"{'Kiln/DDP wall, per pair':<34} Kiln/DDP CPU, per pair")
+    for side in sides:
+        if not wall[side]:
+            continue
+        print(f"  {side:<18} {summary(wall[side], '{:.3f}'):<34} "
+              f"{summary(cpu[side], '{:.3f}'):<34} "
+              f"{summary(wall_ratio.get(side, []), '{:.3f}'):<34} "
+              f"{summary(cpu_ratio.get(side, []), '{:.3f}')}")
     print(f"  load after: {load_line()}")
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, _HERE)
 # The name the progress files carry: this worker's task id.
 os.environ.setdefault("BENCH_NODE", f"task{os.environ.get('KILN_TASK_ID', 'local')}")
 from workload import (ProgressLog, StepBatches, SteadyTimer, load_train,  # noqa: E402
-                      make_model_and_optimizer)
+                      make_model_and_optimizer, threads_line)
 
 try:
     import kiln.elastic  # noqa: F401  (Kiln puts the package on PYTHONPATH)
@@ -59,7 +59,7 @@ def main() -> None:
     args = parse_args()
     log = ProgressLog(args.progress_dir, steps=not args.steady)
     log.event("started", at=STARTED)
-    log.event("imported")
+    log.event(f"imported {threads_line()}")
     x, y = load_train(args.train_limit)
     batches = StepBatches(len(x), args.global_batch)
     model, opt = make_model_and_optimizer()

@@ -130,22 +130,34 @@ class ProgressLog:
             self._file.flush()
 
 
+def threads_line() -> str:
+    """The thread settings this process runs with (logged: both sides must match)."""
+    return (f"torch_threads={torch.get_num_threads()} "
+            f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')} "
+            f"OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS')}")
+
+
 class SteadyTimer:
-    """Times steps [warmup, warmup + count) of this process; reports ms per step."""
+    """Times steps [warmup, warmup + count) of this process; reports wall and CPU ms per
+    step. CPU time (all threads of the process: gloo's included) is what a step costs
+    whatever else runs on the machine; wall time on shared cores also counts waiting."""
 
     def __init__(self, warmup: int, count: int) -> None:
         self.warmup, self.count = warmup, count
-        self.t0: Optional[float] = None
-        self.t1: Optional[float] = None
+        self.t0: Optional[tuple[float, float]] = None
+        self.t1: Optional[tuple[float, float]] = None
 
     def before_step(self, local_step: int) -> None:
         if local_step == self.warmup:
-            self.t0 = time.perf_counter()
+            self.t0 = (time.perf_counter(), time.process_time())
         if local_step == self.warmup + self.count:
-            self.t1 = time.perf_counter()
+            self.t1 = (time.perf_counter(), time.process_time())
 
     def report(self) -> str:
         if self.t0 is None or self.t1 is None:
             return "steady: not enough steps timed"
-        ms = (self.t1 - self.t0) * 1000 / self.count
-        return f"steady: {self.count} steps in {self.t1 - self.t0:.3f} s = {ms:.4f} ms/step"
+        wall = self.t1[0] - self.t0[0]
+        cpu = self.t1[1] - self.t0[1]
+        return (f"steady: {self.count} steps in {wall:.3f} s = "
+                f"{wall * 1000 / self.count:.4f} ms/step, cpu {cpu * 1000 / self.count:.4f} "
+                f"ms/step")
