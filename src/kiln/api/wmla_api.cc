@@ -100,11 +100,9 @@ Json AlgorithmJson(const hpo::AlgorithmInfo& info) {
 
 }  // namespace
 
-WmlaApi::WmlaApi(boost::asio::io_context& io, store::Store& store, auth::Authenticator& auth,
-                 master::JobController& jobs, master::ExperimentController& experiments,
-                 WmlaApiOptions options)
-    : io_(io),
-      store_(store),
+WmlaApi::WmlaApi(store::Store& store, auth::Authenticator& auth, master::JobController& jobs,
+                 master::ExperimentController& experiments, WmlaApiOptions options)
+    : store_(store),
       auth_(auth),
       jobs_(jobs),
       experiments_(experiments),

@@ -12,7 +12,6 @@
 // job's record, logs and metrics, so it stays listed.
 #pragma once
 
-#include <boost/asio/io_context.hpp>
 #include <map>
 #include <string>
 #include <vector>
@@ -40,9 +39,8 @@ struct WmlaApiOptions {
 // All handlers run on the master's loop. Borrows everything it is given.
 class WmlaApi {
  public:
-  WmlaApi(boost::asio::io_context& io, store::Store& store, auth::Authenticator& auth,
-          master::JobController& jobs, master::ExperimentController& experiments,
-          WmlaApiOptions options);
+  WmlaApi(store::Store& store, auth::Authenticator& auth, master::JobController& jobs,
+          master::ExperimentController& experiments, WmlaApiOptions options);
   ~WmlaApi();
 
   void Register(net::Router& router);
@@ -89,7 +87,6 @@ class WmlaApi {
   base::Json TaskJson(const auth::Principal& who, const master::ExperimentView& view);
   base::Json ExecJson(const store::JobRecord& job);
 
-  boost::asio::io_context& io_;
   store::Store& store_;
   auth::Authenticator& auth_;
   master::JobController& jobs_;

@@ -130,7 +130,7 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->elastic_api->Register(router);
   api::WmlaApiOptions wmla_options;
   wmla_options.data_dir = options.data_dir;
-  impl->wmla_api = std::make_unique<api::WmlaApi>(impl->io, *impl->store, *impl->auth, *impl->jobs,
+  impl->wmla_api = std::make_unique<api::WmlaApi>(*impl->store, *impl->auth, *impl->jobs,
                                                   *impl->experiments, wmla_options);
   impl->wmla_api->Register(router);
   net::HttpServerOptions server_options;
