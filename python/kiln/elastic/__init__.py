@@ -13,6 +13,11 @@ Two levels of API:
 - for custom loops: `State` (commit / restore / sync), `ElasticSampler` and
   `ElasticRuntime` (``with runtime.step():`` and `ElasticRuntime.allreduce_gradients`).
 
+A step commits at its boundary without copying the model or optimizer: the step's one
+gradient all-reduce comes before the optimizer's update, so a failed step has nothing to
+undo there (`kiln.elastic.runtime`). Loops that change the model before a collective opt
+into copies with ``ElasticRuntime(state, commit_every=N)``.
+
 Outside Kiln (no ``KILN_ELASTIC``) the same code trains as a single process.
 """
 

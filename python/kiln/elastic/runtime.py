@@ -180,6 +180,7 @@ class ElasticRuntime:
         self._started = False
         self._closed = False
         self._agreed_pending = False
+        self._flat_buffers: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
         self.generations_seen = 0
         self.last_rendezvous_s = 0.0
 
@@ -345,7 +346,8 @@ class ElasticRuntime:
                       for p in group]
             if key == tail_key:
                 pieces.append(torch.tensor(tail, dtype=key[0], device=key[1]))
-            flat = torch.cat(pieces)
+            flat = self._flat_buffer(key, sum(t.numel() for t in pieces))
+            torch.cat(pieces, out=flat)
             self._allreduce(flat)
             offset = 0
             for p in group:
@@ -363,6 +365,15 @@ class ElasticRuntime:
         if reduced_tail[0] > 0:
             self._agreed_pending = True
         return reduced_tail[1:]
+
+    def _flat_buffer(self, key: tuple[torch.dtype, torch.device], n: int) -> torch.Tensor:
+        """The all-reduce buffer of one dtype and device, kept from step to step (a fresh
+        one each step cost an allocation of the whole model's size)."""
+        buffer = self._flat_buffers.get(key)
+        if buffer is None or buffer.numel() != n:
+            buffer = torch.empty(n, dtype=key[0], device=key[1])
+            self._flat_buffers[key] = buffer
+        return buffer
 
     def all_reduce(self, values: Sequence[float]) -> list[float]:
         """Sums ``values`` over all ranks (float64), folding in the pending flag.

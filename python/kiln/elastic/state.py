@@ -142,7 +142,7 @@ class State:
                 snapshot["model_buffers"] = {
                     name: _copy_tensor(b, buffers.get(name))
                     for name, b in self.model.named_buffers()}
-                snapshot["model_params"] = [p._version for p in self.model.parameters()]
+                snapshot["model_params"] = _versions(self._updated_parameters())
         if self.optimizer is not None:
             if copy:
                 snapshot["optimizer"] = _copy_optimizer_state(self.optimizer.state_dict(),
@@ -187,12 +187,18 @@ class State:
         if "cuda" in rng:
             torch.cuda.set_rng_state_all(rng["cuda"])
 
+    def _updated_parameters(self) -> list[torch.Tensor]:
+        """The parameters a step updates: the optimizer's (a flat list, far cheaper to
+        walk than the module tree), else the model's."""
+        if self.optimizer is not None:
+            return [p for group in self.optimizer.param_groups for p in group["params"]]
+        return list(self.model.parameters())
+
     def _restore_boundary(self, committed: dict[str, Any]) -> None:
         """Restores a step-boundary commit: the small parts; the model's parameters and
         the optimizer's state must be as they were."""
         if self.model is not None:
-            versions = [p._version for p in self.model.parameters()]
-            if versions != committed["model_params"]:
+            if _versions(self._updated_parameters()) != committed["model_params"]:
                 raise RuntimeError(
                     f"cannot roll back to step {committed['step']}: the model's parameters "
                     "changed after its step-boundary commit (an optimizer step, or another "
@@ -326,11 +332,30 @@ class State:
                 f"{int(100 * self.sampler.epoch_fraction)}% done)")
 
 
+def _versions(tensors: list[torch.Tensor]) -> list[int]:
+    # A tensor's version counter grows with every in-place change (an optimizer step).
+    return [t._version for t in tensors]
+
+
 def _copy_fields(fields: dict[str, Any]) -> dict[str, Any]:
-    """User fields for a commit: immutable values by reference, others deep-copied (a
-    deep copy of the whole dict cost more than the rest of a step-boundary commit)."""
-    return {k: v if isinstance(v, _IMMUTABLE) else _copy.deepcopy(v)
-            for k, v in fields.items()}
+    """User fields for a commit (a generic deep copy of the dict cost more than the rest
+    of a step-boundary commit)."""
+    return {k: _copy_value(v) for k, v in fields.items()}
+
+
+def _copy_value(value: Any) -> Any:
+    """Immutable values by reference, lists, tuples and plain dicts rebuilt, anything
+    else deep-copied."""
+    if isinstance(value, _IMMUTABLE):
+        return value
+    kind = type(value)
+    if kind is list:
+        return [_copy_value(v) for v in value]
+    if kind is dict:
+        return {k: _copy_value(v) for k, v in value.items()}
+    if kind is tuple:
+        return tuple(_copy_value(v) for v in value)
+    return _copy.deepcopy(value)
 
 
 def _copy_tensor(value: torch.Tensor, previous: Any) -> torch.Tensor:
