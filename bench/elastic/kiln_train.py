@@ -19,6 +19,7 @@ import time
 STARTED = time.time()  # before the heavy imports: the process's start, give or take 20 ms
 
 import argparse  # noqa: E402
+import importlib.util  # noqa: E402
 import os  # noqa: E402
 import sys  # noqa: E402
 
@@ -29,9 +30,7 @@ os.environ.setdefault("BENCH_NODE", f"task{os.environ.get('KILN_TASK_ID', 'local
 from workload import (ProgressLog, StepBatches, SteadyTimer, load_train,  # noqa: E402
                       make_model_and_optimizer, threads_line)
 
-try:
-    import kiln.elastic  # noqa: F401  (Kiln puts the package on PYTHONPATH)
-except ImportError:  # run from a checkout by hand
+if importlib.util.find_spec("kiln") is None:  # Kiln puts it on PYTHONPATH; by hand:
     sys.path.insert(0, os.path.join(_HERE, "..", "..", "python"))
 from kiln.elastic import ElasticRuntime, State  # noqa: E402
 
