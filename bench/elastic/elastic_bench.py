@@ -74,6 +74,11 @@ class Bench:
             shutil.rmtree(self.scratch, ignore_errors=True)
 
 
+def commit_label(commit_every: int) -> str:
+    """How a Kiln run commits: at step boundaries (no copy) or a copy every N steps."""
+    return "boundary commits" if commit_every == 0 else f"copy every {commit_every}"
+
+
 def elastic_args(progress_dir: str, ckpt_dir: str, ckpt_every: int) -> list[str]:
     return ["--ckpt-dir", ckpt_dir, "--ckpt-every", str(ckpt_every),
             "--progress-dir", progress_dir]
@@ -407,8 +412,8 @@ class _NoKiln:
 def run_recovery(bench: Bench) -> None:
     o = bench.opts
     print(f"\n## recovery: kill -9 one of two workers at step ~{o.kill_at} (torchrun: "
-          f"checkpoint every {o.ckpt_every} steps; Kiln: commit every "
-          f"{o.kiln_commit_every}); load {load_line()}")
+          f"checkpoint every {o.ckpt_every} steps; Kiln: "
+          f"{commit_label(o.kiln_commit_every)}); load {load_line()}")
     sides: dict[str, list[Recovery]] = {}
     back: list[float] = []
     with with_kiln(bench) as kiln:
@@ -490,10 +495,10 @@ def run_join(bench: Bench) -> None:
 def run_steady(bench: Bench) -> None:
     o = bench.opts
     print(f"\n## steady: ms/step at world size 2, global batch {o.global_batch}, "
-          f"{o.steady_steps} steps after {o.steady_warmup}; Kiln committing every "
-          f"{' / '.join(map(str, o.steady_commit_every))} steps; load {load_line()}")
+          f"{o.steady_steps} steps after {o.steady_warmup}; Kiln with "
+          f"{' / '.join(map(commit_label, o.steady_commit_every))}; load {load_line()}")
     print("  (wall: the slower rank; CPU: both ranks' processes together)")
-    sides = ["DDP"] + [f"Kiln, commit {n}" for n in o.steady_commit_every]
+    sides = ["DDP"] + [f"Kiln, {commit_label(n)}" for n in o.steady_commit_every]
     wall: dict[str, list[float]] = {s: [] for s in sides}
     cpu: dict[str, list[float]] = {s: [] for s in sides}
     wall_ratio: dict[str, list[float]] = {s: [] for s in sides[1:]}
@@ -503,7 +508,8 @@ def run_steady(bench: Bench) -> None:
             # Alternate the sides so that drift in the machine's load hits both.
             runs = [("DDP", lambda: ddp_steady(bench))]
             if kiln:
-                runs += [(f"Kiln, commit {n}", lambda n=n: kiln_steady(bench, kiln, n))
+                runs += [(f"Kiln, {commit_label(n)}",
+                          lambda n=n: kiln_steady(bench, kiln, n))
                          for n in o.steady_commit_every]
             line = f"  run {i + 1}"
             for side, fn in runs:
@@ -516,12 +522,12 @@ def run_steady(bench: Bench) -> None:
                     cpu_ratio[side].append(c / cpu["DDP"][-1])
                     line += f" (x{w / wall['DDP'][-1]:.3f}, CPU x{c / cpu['DDP'][-1]:.3f})"
             print(line, flush=True)
-    print(f"\n  {'side':<18} {'wall ms/step':<34} {'CPU ms/step':<34} "
+    print(f"\n  {'side':<26} {'wall ms/step':<34} {'CPU ms/step':<34} "
           f"{'Kiln/DDP wall, per pair':<34} Kiln/DDP CPU, per pair")
     for side in sides:
         if not wall[side]:
             continue
-        print(f"  {side:<18} {summary(wall[side], '{:.3f}'):<34} "
+        print(f"  {side:<26} {summary(wall[side], '{:.3f}'):<34} "
               f"{summary(cpu[side], '{:.3f}'):<34} "
               f"{summary(wall_ratio.get(side, []), '{:.3f}'):<34} "
               f"{summary(cpu_ratio.get(side, []), '{:.3f}')}")
@@ -543,11 +549,12 @@ def parse_args() -> argparse.Namespace:
                    default="both", help="which torchrun flag sets to measure")
     p.add_argument("--kiln", action=argparse.BooleanOptionalAction, default=True,
                    help="measure Kiln (--no-kiln: the anchors only)")
-    p.add_argument("--kiln-commit-every", type=int, default=1,
-                   help="Kiln's in-memory commit period in steps")
-    p.add_argument("--steady-commit-every", default="1,10",
-                   help="Kiln commit periods to measure in the steady benchmark "
-                        "(comma-separated; 1 is what <= 1 step lost needs)")
+    p.add_argument("--kiln-commit-every", type=int, default=0,
+                   help="Kiln's commits: 0 at every step boundary without a copy (the "
+                        "runtime's default), N a copy of model and optimizer every N steps")
+    p.add_argument("--steady-commit-every", default="0,1",
+                   help="Kiln commit settings to measure in the steady benchmark "
+                        "(comma-separated, as --kiln-commit-every)")
     p.add_argument("--kiln-kill-rank", type=int, choices=[0, 1], default=1,
                    help="which rank of Kiln's 2 workers to kill (0 hosts the store)")
     p.add_argument("--torchrun-kill", choices=["node", "worker", "both"], default="node",
@@ -565,7 +572,7 @@ def parse_args() -> argparse.Namespace:
     o = p.parse_args()
     if o.quick:
         o.repeats, o.torchrun, o.steady_steps = 1, "tuned", 500
-        o.steady_commit_every = "1"
+        o.steady_commit_every = "0"
         o.torchrun_kill = "node"
     o.torchrun_flags = {"default": [False], "tuned": [True], "both": [False, True],
                         "none": []}[o.torchrun]
@@ -575,9 +582,10 @@ def parse_args() -> argparse.Namespace:
     except ValueError:
         p.error(f"--steady-commit-every must be integers separated by commas, got "
                 f"{o.steady_commit_every!r}")
-    if min(o.repeats, o.kill_at, o.ckpt_every, o.kiln_commit_every,
-           *o.steady_commit_every) < 1:
-        p.error("--repeats, --kill-at, --ckpt-every and --kiln-commit-every must be >= 1")
+    if min(o.repeats, o.kill_at, o.ckpt_every) < 1 or \
+            min(o.kiln_commit_every, *o.steady_commit_every) < 0:
+        p.error("--repeats, --kill-at and --ckpt-every must be >= 1, the commit "
+                "settings >= 0")
     return o
 
 

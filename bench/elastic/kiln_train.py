@@ -3,8 +3,9 @@
 
 Submitted as an elastic job (``min_workers``/``max_workers``) to kilnd; each worker is a
 task that meets the others at kilnd's rendezvous through `kiln.elastic.ElasticRuntime`
-(the lower-level loop API: a `State` committed in memory every ``--commit-every`` steps,
-``with runtime.step():`` rolling back and re-forming the group when a peer dies). Same
+(the lower-level loop API: a `State` committed at every step boundary, or copied every
+``--commit-every`` steps, and ``with runtime.step():`` rolling back and re-forming the
+group when a peer dies). Same
 model, same batches (workload.StepBatches keyed on the step), same global batch split
 over the ranks, same progress lines as ddp_train.py; no disk checkpoint, since surviving
 a peer's loss is the runtime's job.
@@ -42,15 +43,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--global-batch", type=int, default=64)
     p.add_argument("--steps", type=int, default=0,
                    help="stop after this many steps in all (0: train until killed)")
-    p.add_argument("--commit-every", type=int, default=1)
+    p.add_argument("--commit-every", type=int, default=0,
+                   help="0: the runtime's default step-boundary commits (no copy); N: "
+                        "copy the model and optimizer every N steps")
     p.add_argument("--progress-dir", default="",
                    help="write a timestamped line per completed step there")
     p.add_argument("--steady", default="",
                    help="WARMUP:COUNT: time COUNT steps after WARMUP, print ms/step, exit")
     p.add_argument("--train-limit", type=int, default=0)
     args = p.parse_args()
-    if args.global_batch < 2 or args.commit_every < 1:
-        p.error("--global-batch must be >= 2 and --commit-every >= 1")
+    if args.global_batch < 2 or args.commit_every < 0:
+        p.error("--global-batch must be >= 2 and --commit-every >= 0")
     return args
 
 
@@ -64,7 +67,7 @@ def main() -> None:
     model, opt = make_model_and_optimizer()
     log.event("loaded")  # data and model ready; joining the group comes next
     state = State(model, opt)
-    runtime = ElasticRuntime(state, commit_every=args.commit_every)
+    runtime = ElasticRuntime(state, commit_every=args.commit_every or None)
     runtime.start()  # joins the first generation; a newcomer receives rank 0's state
     log.event(f"ready step={state.step} rank={runtime.rank} world={runtime.world_size}")
 
