@@ -13,10 +13,9 @@ from pathlib import Path
 import pytest
 
 from conftest import PYTHON, ROOT, Agent, Master, wait_for
+from elastic_util import TERMINAL, THREADS, log_text, newest_world, task_pids, wait_value
 
 EXAMPLE_DIR = ROOT / "examples" / "fashion_mnist" / "elastic"
-THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-TERMINAL = {"FINISHED", "FAILED", "KILLED"}
 
 RANK_SCRIPT = """
 import os, sys, time
@@ -36,22 +35,6 @@ def write_script(tmp_path: Path) -> Path:
     return code
 
 
-def task_pids(task_id: int) -> list[int]:
-    """Processes whose environment says they are worker `task_id` (the node's tasks)."""
-    pids = []
-    needle = f"KILN_TASK_ID={task_id}\0".encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                if needle in f.read() + b"\0":
-                    pids.append(int(entry))
-        except OSError:
-            continue
-    return pids
-
-
 def test_a_static_job_is_placed_all_or_nothing_and_gets_torch_env(master, tmp_path):
     client = master.client()
     blocker = client.submit(["sleep", "600"], slots=1)
@@ -68,7 +51,7 @@ def test_a_static_job_is_placed_all_or_nothing_and_gets_torch_env(master, tmp_pa
     assert done["state"] == "FINISHED", done
     assert [t["worker_index"] for t in done["tasks"]] == [0, 1]
     assert all(t["state"] == "FINISHED" for t in done["tasks"])
-    text = "\n".join(line["text"] for line in client.all_logs(job["id"]))
+    text = log_text(client, job["id"])
     port = 29500 + job["id"] % 2000
     for rank in (0, 1):
         assert f"rank {rank} of 2 at 127.0.0.1:{port} local {rank} 2" in text, text
@@ -108,9 +91,8 @@ def test_losing_an_agent_shrinks_an_elastic_job_instead_of_failing_it(tmp_path):
     try:
         client = master.client()
         job = elastic_job(client, min_workers=1, max_workers=2)
-        running = wait_for(lambda: (lambda j: j if j["generations"] and
-                                    j["generations"][-1]["world_size"] == 2 else None)(
-            client.job(job["id"])), timeout=60, what="a generation of two workers")
+        running = wait_value(lambda: client.job(job["id"]), lambda j: newest_world(j) == 2,
+                             "a generation of two workers", timeout=60, interval=0.05)
         on_b = [t["id"] for t in running["tasks"] if t["agent"] == "node-b"]
         assert len(on_b) == 1
         time.sleep(1)

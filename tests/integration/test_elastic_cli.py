@@ -13,10 +13,11 @@ import subprocess
 
 import pytest
 
-from conftest import ADMIN_PASSWORD, BIN, PYTHON, Master, wait_for
+from conftest import ADMIN_PASSWORD, BIN, PYTHON, Master
+from elastic_util import TERMINAL, THREADS, wait_value
 
 # Two processes run torch at once on a 2-core machine: keep each to one thread.
-THREADS = ["--env", "OMP_NUM_THREADS=1", "--env", "OPENBLAS_NUM_THREADS=1"]
+THREAD_FLAGS = [arg for name, value in THREADS.items() for arg in ("--env", f"{name}={value}")]
 
 # A static worker: PyTorch's own env:// rendezvous from the variables Kiln sets, then an
 # all-reduce of rank + 1 over gloo (1 + 2 = 3 with two workers).
@@ -73,8 +74,7 @@ def show(master, job_id: int) -> dict:
 
 def wait_show(master, job_id: int, predicate, what: str, timeout: float = 90.0) -> dict:
     """Polls `kiln job show --json` until `predicate(record)` holds; returns the record."""
-    return wait_for(lambda: (lambda j: j if predicate(j) else None)(show(master, job_id)),
-                    timeout=timeout, interval=0.2, what=what)
+    return wait_value(lambda: show(master, job_id), predicate, what, timeout)
 
 
 @pytest.fixture
@@ -89,7 +89,7 @@ def test_static_workers_get_ranks_and_all_reduce_over_gloo(master, tmp_path):
     code = tmp_path / "code"
     code.mkdir()
     (code / "ddp_check.py").write_text(STATIC_WORKER)
-    r = kiln(master, "run", "--workers", "2", "--wait", *THREADS, "--", PYTHON, "ddp_check.py",
+    r = kiln(master, "run", "--workers", "2", "--wait", *THREAD_FLAGS, "--", PYTHON, "ddp_check.py",
              cwd=code)
     assert r.returncode == 0, r.stderr
     job_id = int(r.stdout)
@@ -147,7 +147,7 @@ def test_elastic_job_scales_down_and_up_and_finishes(master4, tmp_path):
     code.mkdir()
     (code / "elastic_steps.py").write_text(ELASTIC_WORKER)
     stop_file = tmp_path / "stop"
-    r = kiln(master, "run", "--workers", "1:2", *THREADS, "--env", f"STOP_FILE={stop_file}",
+    r = kiln(master, "run", "--workers", "1:2", *THREAD_FLAGS, "--env", f"STOP_FILE={stop_file}",
              "--", PYTHON, "elastic_steps.py", cwd=code)
     assert r.returncode == 0, r.stderr
     job_id = int(r.stdout)
@@ -201,7 +201,7 @@ def test_elastic_job_scales_down_and_up_and_finishes(master4, tmp_path):
             g["id"] for g in record["generations"])
     finally:
         stop_file.write_text("stop\n")
-    record = master.client().wait_state(job_id, ("FINISHED", "FAILED", "KILLED"), timeout=90)
+    record = master.client().wait_state(job_id, TERMINAL, timeout=90)
     assert record["state"] == "FINISHED", record
     final = show(master, job_id)
     assert all(t["state"] == "FINISHED" for t in final["tasks"]), final["tasks"]

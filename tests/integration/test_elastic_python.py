@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import pytest
 
-from conftest import PYTHON, ROOT, Master, wait_for
+from conftest import PYTHON, ROOT, Master
+from elastic_util import (THREADS, assert_only_the_victim_was_lost, finish, last_train_step,
+                          run_outside_kiln, scale_to_one, training_in_world, wait_record,
+                          worker_pids)
 
 pytest.importorskip("torch")
 
@@ -32,22 +34,15 @@ pytestmark = pytest.mark.skipif(
 # 6000 images, global batch 32 x 2 = 64 whatever the number of workers: 94 steps an epoch.
 TRAIN_ARGS = ["--train-subset", "6000", "--test-subset", "1000", "--epochs", "2",
               "--batch-size", "32", "--max-workers", "2", "--log-every", "5"]
-# Two or three workers share the machine's two cores: one thread each.
-THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-ONE_POINT = 0.01
 
 
 @pytest.fixture(scope="module")
 def undisturbed(tmp_path_factory) -> list[dict[str, Any]]:
     """The reference: the same training in one process, outside Kiln."""
     out = tmp_path_factory.mktemp("undisturbed")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-    env.update(THREADS, PYTHONPATH=str(ROOT / "python"), RESULT_DIR=str(out),
-               LOG_DIR=str(out / "log"))
-    env.pop("CHECKPOINT_DIR", None)
-    done = subprocess.run([PYTHON, str(EXAMPLE_DIR / "train_elastic.py"), *TRAIN_ARGS],
-                          env=env, cwd=out, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_outside_kiln([PYTHON, str(EXAMPLE_DIR / "train_elastic.py"), *TRAIN_ARGS], out, 300,
+                     PYTHONPATH=str(ROOT / "python"), RESULT_DIR=str(out),
+                     LOG_DIR=str(out / "log"))
     return json.loads((out / "val_dict_list.json").read_text())
 
 
@@ -70,73 +65,9 @@ def submit(client, hold: Optional[Path] = None, max_workers: int = 2) -> int:
     return job["id"]
 
 
-def worker_pids(job_id: int) -> dict[int, int]:
-    """Task id -> pid of the job's live train_elastic.py processes on this machine."""
-    found = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            if not any(a.endswith(b"train_elastic.py") for a in argv):
-                continue
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = dict(item.split(b"=", 1) for item in f.read().split(b"\0") if b"=" in item)
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue  # exited, not yet reaped
-        except OSError:
-            continue  # gone meanwhile
-        if env.get(b"KILN_JOB_ID") == str(job_id).encode() and b"KILN_TASK_ID" in env:
-            found[int(env[b"KILN_TASK_ID"])] = int(entry)
-    return found
-
-
-def last_train_step(client, job_id: int) -> int:
-    for s in client.metrics(job_id):
-        if (s["name"], s["group"]) == ("loss", "train") and s["points"]:
-            return max(p["step"] for p in s["points"])
-    return 0
-
-
-def wait_record(client, job_id: int, predicate: Callable[[dict], bool], what: str,
-                timeout: float = 120) -> dict:
-    def check() -> Optional[dict]:
-        record = client.job(job_id)
-        if record["state"] in ("FINISHED", "FAILED", "KILLED") and not predicate(record):
-            raise AssertionError(f"job {job_id} ended {record['state']} before {what}: "
-                                 f"{logs_tail(client, job_id)}")
-        return record if predicate(record) else None
-    return wait_for(check, timeout=timeout, interval=0.1, what=what)
-
-
-def training_in_world(client, job_id: int, world: int, past_step: int) -> Callable:
-    """A predicate: the newest generation has ``world`` workers, all running on this
-    machine, and rank 0 reported a training step after ``past_step``."""
-    def predicate(record: dict) -> bool:
-        gens = record.get("generations") or []
-        return (bool(gens) and gens[-1]["world_size"] == world
-                and set(gens[-1]["members"]) <= set(worker_pids(job_id))
-                and last_train_step(client, job_id) > past_step)
-    return predicate
-
-
-def logs_tail(client, job_id: int, n: int = 40) -> str:
-    return "\n".join(line["text"] for line in client.all_logs(job_id)[-n:])
-
-
-def finish(client, job_id: int, undisturbed: list, timeout: float = 240) -> dict:
-    """Waits for the end; checks FINISHED and the accuracy of the undisturbed run."""
-    done = client.wait_state(job_id, ("FINISHED", "FAILED", "KILLED"), timeout=timeout)
-    assert done["state"] == "FINISHED", logs_tail(client, job_id)
-    accuracy = {s["name"]: s["points"] for s in client.metrics(job_id)
-                if s["group"] == "test"}["accuracy"]
-    assert sorted({p["step"] for p in accuracy}) == [1, 2]
-    final = [p for p in accuracy if p["step"] == 2][-1]["value"]
-    assert abs(final - undisturbed[-1]["accuracy"]) <= ONE_POINT, \
-        (final, undisturbed, logs_tail(client, job_id))
-    return done
+def is_worker(argv: list[bytes]) -> bool:
+    """A process of the job's workload: python3 ... train_elastic.py."""
+    return any(a.endswith(b"train_elastic.py") for a in argv)
 
 
 def kill9(pid: int) -> None:
@@ -145,7 +76,7 @@ def kill9(pid: int) -> None:
 
 def test_two_workers_train_to_finished_with_the_undisturbed_accuracy(client, undisturbed):
     job_id = submit(client)
-    done = finish(client, job_id, undisturbed)
+    done = finish(client, job_id, undisturbed, timeout=240)
     assert any(g["world_size"] == 2 for g in done["generations"]), done["generations"]
     assert all(t["state"] == "FINISHED" and t["exit_code"] == 0 for t in done["tasks"])
     lines = [line["text"] for line in client.all_logs(job_id)]
@@ -158,27 +89,21 @@ def test_a_worker_killed_mid_epoch_costs_the_others_nothing(client, undisturbed,
                                                             victim_rank):
     hold = tmp_path / "hold"
     job_id = submit(client, hold)
-    record = wait_record(client, job_id, training_in_world(client, job_id, 2, 15),
+    record = wait_record(client, job_id, training_in_world(client, job_id, 2, 15, is_worker),
                          "two workers training")
     members = record["generations"][-1]["members"]
     victim, survivor = members[victim_rank], members[1 - victim_rank]
-    pids = worker_pids(job_id)
+    pids = worker_pids(job_id, is_worker)
     kill9(pids[victim])
     assert last_train_step(client, job_id) < 94  # mid-epoch 1 (94 steps an epoch)
     wait_record(client, job_id, lambda r: victim not in r["generations"][-1]["members"],
                 "a generation without the killed worker")
     hold.unlink()
 
-    done = finish(client, job_id, undisturbed)
-    survivor_task = next(t for t in done["tasks"] if t["id"] == survivor)
-    assert survivor_task["state"] == "FINISHED" and survivor_task["exit_code"] == 0
-    killed = next(t for t in done["tasks"] if t["id"] == victim)
-    assert killed["exit_code"] not in (0, None) or "signal" in killed["reason"], killed
-    after = [g for g in done["generations"] if g["id"] > record["generations"][-1]["id"]]
-    assert after and survivor in after[0]["members"] and victim not in after[0]["members"]
+    done = finish(client, job_id, undisturbed, timeout=240)
     # The survivor kept its process: it was in every generation since and never started
-    # over (a restarted worker would be a new task).
-    assert all(survivor in g["members"] for g in after)
+    # over.
+    assert_only_the_victim_was_lost(done, record, victim, survivor)
 
 
 def test_a_worker_added_mid_run_joins_without_restarting_the_running_one(client, undisturbed,
@@ -187,20 +112,20 @@ def test_a_worker_added_mid_run_joins_without_restarting_the_running_one(client,
     client.wait_state(blocker, "RUNNING")
     hold = tmp_path / "hold"
     job_id = submit(client, hold)
-    record = wait_record(client, job_id, training_in_world(client, job_id, 1, 10),
+    record = wait_record(client, job_id, training_in_world(client, job_id, 1, 10, is_worker),
                          "one worker training")
     [first] = record["generations"][-1]["members"]
-    first_pid = worker_pids(job_id)[first]
+    first_pid = worker_pids(job_id, is_worker)[first]
 
     client.kill(blocker)  # a slot frees up: the job grows toward max_workers
     record = wait_record(client, job_id, lambda r: r["generations"][-1]["world_size"] == 2,
                          "a second worker to join")
     assert first in record["generations"][-1]["members"]
-    assert worker_pids(job_id).get(first) == first_pid  # the same process trains on
+    assert worker_pids(job_id, is_worker).get(first) == first_pid  # the same process trains on
     assert last_train_step(client, job_id) < 188  # joined mid-run
     hold.unlink()
 
-    done = finish(client, job_id, undisturbed)
+    done = finish(client, job_id, undisturbed, timeout=240)
     assert len(done["generations"]) >= 2
     assert next(t for t in done["tasks"] if t["id"] == first)["exit_code"] == 0
 
@@ -208,11 +133,7 @@ def test_a_worker_added_mid_run_joins_without_restarting_the_running_one(client,
 def test_scale_1_2_1_2_keeps_the_first_worker_and_the_accuracy(client, undisturbed, tmp_path):
     hold = tmp_path / "hold"
     job_id = submit(client, hold)
-    client.scale(job_id, 1)
-    record = wait_record(client, job_id, lambda r: r["workers"]["live"] == 1 and
-                         training_in_world(client, job_id, 1, 0)(r), "one worker training")
-    [first] = record["generations"][-1]["members"]
-    first_pid = worker_pids(job_id)[first]
+    first, first_pid = scale_to_one(client, job_id, 0, is_worker)
     seen = {first}
     for target in (2, 1, 2):
         client.scale(job_id, target)
@@ -221,12 +142,12 @@ def test_scale_1_2_1_2_keeps_the_first_worker_and_the_accuracy(client, undisturb
                              and r["workers"]["live"] == target,
                              f"the job to run {target} workers")
         members = record["generations"][-1]["members"]
-        assert first in members and worker_pids(job_id).get(first) == first_pid
+        assert first in members and worker_pids(job_id, is_worker).get(first) == first_pid
         seen.update(members)
     assert last_train_step(client, job_id) < 188, "training ended before the last scale"
     hold.unlink()
 
-    done = finish(client, job_id, undisturbed)
+    done = finish(client, job_id, undisturbed, timeout=240)
     assert len(seen) == 3  # a newcomer, which then left, and another newcomer
     left = [t for t in done["tasks"] if t["id"] in seen and t["id"] != first]
     assert all(t["exit_code"] == 0 for t in left), left
@@ -237,17 +158,17 @@ def test_a_worker_killed_during_a_rendezvous_does_not_stop_the_others(master3, u
     client = master3.client()
     hold = tmp_path / "hold"
     job_id = submit(client, hold, max_workers=3)
-    record = wait_record(client, job_id, training_in_world(client, job_id, 3, 10),
+    record = wait_record(client, job_id, training_in_world(client, job_id, 3, 10, is_worker),
                          "three workers training")
     members = record["generations"][-1]["members"]
-    pids = worker_pids(job_id)
+    pids = worker_pids(job_id, is_worker)
     # The first kill sends the two others into a rendezvous; the second lands in it.
     kill9(pids[members[1]])
     kill9(pids[members[2]])
     wait_record(client, job_id, lambda r: not {members[1], members[2]} & set(
         r["generations"][-1]["members"]), "a generation without the killed workers")
     hold.unlink()
-    done = finish(client, job_id, undisturbed)
+    done = finish(client, job_id, undisturbed, timeout=240)
     later = [g for g in done["generations"] if g["id"] > record["generations"][-1]["id"]]
     assert later and all(members[0] in g["members"] for g in later)
     assert not any(members[1] in g["members"] or members[2] in g["members"] for g in later)

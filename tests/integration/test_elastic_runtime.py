@@ -18,17 +18,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from conftest import PYTHON, ROOT, wait_for
+from elastic_util import TERMINAL, THREADS, log_text, run_outside_kiln
 
 torch = pytest.importorskip("torch")
-
-TERMINAL = ("FINISHED", "FAILED", "KILLED")
-THREADS = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 # The workload. Options come from the environment (the same for every worker of a job):
 # MODEL_SEED (default: the task id, so two workers start from different weights),
@@ -128,12 +125,8 @@ def code(tmp_path) -> Path:
 def reference(code: Path, out: Path, model_seed: int, steps: int) -> dict:
     """The same training as one plain process (kiln.elastic's local mode), outside Kiln."""
     out.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
-    env.update(THREADS, PYTHONPATH=str(ROOT / "python"), OUT_DIR=str(out),
-               MODEL_SEED=str(model_seed), TOTAL_STEPS=str(steps))
-    done = subprocess.run([PYTHON, "worker.py"], cwd=code, env=env, capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+    run_outside_kiln([PYTHON, "worker.py"], code, 120, PYTHONPATH=str(ROOT / "python"),
+                     OUT_DIR=str(out), MODEL_SEED=str(model_seed), TOTAL_STEPS=str(steps))
     return json.loads((out / "local.json").read_text())
 
 
@@ -142,10 +135,6 @@ def assert_same_parameters(got: dict, expected: dict) -> None:
     for g, e in zip(got["params"], expected["params"]):
         # Only the order of the all-reduce's float sums may differ.
         torch.testing.assert_close(torch.tensor(g), torch.tensor(e), rtol=1e-5, atol=1e-6)
-
-
-def log_text(client, job_id: int) -> str:
-    return "\n".join(line["text"] for line in client.all_logs(job_id))
 
 
 def submit(client, code: Path, out: Path, min_workers: int, max_workers: int,

@@ -23,7 +23,8 @@ import urllib.parse
 
 import pytest
 
-from conftest import Master, wait_for
+from conftest import Master
+from elastic_util import wait_value
 from test_wmla import DL, Wmla
 
 pytest.importorskip("torch")
@@ -160,9 +161,9 @@ def submitted(wmla) -> dict:
 
 
 def wait_end(wmla, exec_id: str) -> dict:
-    return wait_for(lambda: (lambda j: j if j["state"] not in ("SUBMITTED", "RUNNING")
-                             else None)(wmla.call("GET", f"{DL}/execs/{exec_id}")[1]),
-                    timeout=180, interval=0.2, what=f"exec {exec_id} to end")
+    return wait_value(lambda: wmla.call("GET", f"{DL}/execs/{exec_id}")[1],
+                      lambda j: j["state"] not in ("SUBMITTED", "RUNNING"),
+                      f"exec {exec_id} to end", timeout=180)
 
 
 def test_an_edt_pytorch_exec_trains_on_two_workers_to_finished(master, wmla, submitted):
