@@ -14,7 +14,6 @@ import multiprocessing
 import os
 import signal
 import socket
-import threading
 from typing import Any
 
 import pytest
@@ -52,8 +51,9 @@ def _step(runtime: ElasticRuntime, x: torch.Tensor, y: torch.Tensor,
                                              reduction="sum") / batch.global_size
     loss.backward()
     if die_in_allreduce:
-        # Dies while its all-reduce is in flight (the survivor is in it too).
-        threading.Timer(0.02, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        # Dies instead of contributing: the survivor is inside the all-reduce, waiting for
+        # it (deterministic, unlike a timer racing the all-reduce's end).
+        os.kill(os.getpid(), signal.SIGKILL)
     [total] = runtime.allreduce_gradients(state.model.parameters(), [float(loss)])
     state.optimizer.step()
     state.sampler.advance(runtime.world_size)
