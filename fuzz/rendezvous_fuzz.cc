@@ -39,8 +39,8 @@ void FuzzJson(std::string_view text) {
   answer.generation.members = {request->task_id};
   answer.generation.store_host = request->host;
   answer.generation.store_port = request->store_port;
-  auto reply = kiln::elastic::worker::ParseJoinReply(kiln::api::JoinAnswerToJson(answer),
-                                                     request->task_id);
+  auto reply =
+      kiln::elastic::worker::ParseJoinReply(kiln::api::JoinAnswerToJson(answer), request->task_id);
   if (!reply.ok()) Fail("a join answer for an accepted request does not parse");
 }
 
@@ -90,8 +90,7 @@ void FuzzStateMachine(const uint8_t* data, size_t size) {
       if (dead.count(m)) Fail("a dead worker is a member");
       if (leaving.count(m)) Fail("a leaving worker is a member");
       auto answer = rv.AnswerJoin(m, last_generation - 1);
-      if (answer.kind != kiln::elastic::JoinAnswer::kAssigned ||
-          g->members[answer.rank] != m) {
+      if (answer.kind != kiln::elastic::JoinAnswer::kAssigned || g->members[answer.rank] != m) {
         Fail("a member is not assigned its rank");
       }
     }
