@@ -177,7 +177,7 @@ void ElasticApi::Hold(int64_t job_id, std::shared_ptr<Held> held, int64_t wait_m
       [this, weak = std::weak_ptr<Held>(held)](const boost::system::error_code& ec) {
         auto h = weak.lock();
         if (ec || !h || h->answered) return;
-        Answer(*h, /*timed_out=*/true);
+        Answer(*h);
         for (auto it = held_.begin(); it != held_.end(); ++it) {
           if (it->second == h) {
             held_.erase(it);
@@ -188,13 +188,12 @@ void ElasticApi::Hold(int64_t job_id, std::shared_ptr<Held> held, int64_t wait_m
   held_.emplace(job_id, std::move(held));
 }
 
-void ElasticApi::Answer(Held& h, bool timed_out) {
+void ElasticApi::Answer(Held& h) {
   h.answered = true;
   h.timer.cancel();
   if (h.is_join) {
     elastic::JoinAnswer a = elastic_.AnswerJoin(h.job_id, h.task_id, h.generation);
     h.responder.Send(net::JsonResponse(200, JoinAnswerToJson(a)));
-    (void)timed_out;
     return;
   }
   auto a = elastic_.Watch(h.who, h.job_id, h.task_id, h.generation);
@@ -222,14 +221,14 @@ void ElasticApi::Wake(int64_t job_id) {
       ++it;
     }
   }
-  for (auto& h : ready) Answer(*h, false);
+  for (auto& h : ready) Answer(*h);
 }
 
 void ElasticApi::ReleaseHeld() {
   auto held = std::move(held_);
   held_.clear();
   for (auto& [id, h] : held) {
-    if (!h->answered) Answer(*h, true);
+    if (!h->answered) Answer(*h);
   }
 }
 

@@ -53,8 +53,9 @@ class ElasticApi {
   void Hold(int64_t job_id, std::shared_ptr<Held> held, int64_t wait_ms);
   // Answers the held requests of `job_id` that have an answer now.
   void Wake(int64_t job_id);
-  // Answers `held` (its current answer, or the timeout answer if `timed_out`).
-  void Answer(Held& held, bool timed_out);
+  // Answers `held` with its current answer (a timed-out join's is {"retry": true}, a
+  // watch's {"next": false}).
+  void Answer(Held& held);
 
   boost::asio::io_context& io_;
   store::Store& store_;

@@ -84,7 +84,8 @@ class ElasticController {
   void OnWorkerEnded(const store::JobRecord& worker);
   void Fail(int64_t job_id, const std::string& reason);
   void Changed(int64_t job_id);
-  absl::Status CheckWorkerOf(const auth::Principal& who, int64_t job_id, int64_t task_id) const;
+  // PermissionDenied unless `who` is a task token of `job_id` (whose workers share it).
+  absl::Status CheckWorkerOf(const auth::Principal& who, int64_t job_id) const;
 
   store::Store& store_;
   JobController& jobs_;
