@@ -1,0 +1,89 @@
+// http_forwarder.h
+//
+// Defines `HttpForwarder`, the master's asynchronous HTTP/1.1 client for passing requests
+// on to scoring replicas (kiln-serve). It runs on io threads of its own, so the master's
+// loop only hands a request over and the outgoing exchange, connection pooling and
+// timeouts cost that loop nothing. Connections are kept alive and pooled per host:port
+// (TCP_NODELAY, reused when idle, more opened under load up to a cap). Beast stays in
+// http_forwarder.cc.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "kiln/net/http_types.h"
+
+namespace kiln::net {
+
+// One request to forward. Shared (not copied) between the tries of a retried request.
+struct ForwardRequest {
+  std::string method = "POST";
+  std::string target;  // "/api/v1/predict"
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;  // extra fields
+};
+
+struct HttpForwarderOptions {
+  // Io threads; each owns its own connection pools (requests are spread round robin).
+  int threads = 1;
+  // Connections per host:port per thread, busy and idle together. Requests beyond the cap
+  // wait for a connection to come free (FIFO); their timeout runs while they wait.
+  size_t max_connections_per_endpoint = 128;
+  std::chrono::milliseconds connect_timeout{2000};
+  // An idle pooled connection unused this long is closed (replicas close theirs at 75 s).
+  std::chrono::milliseconds idle_timeout{30000};
+  size_t max_response_bytes = 256 << 20;
+};
+
+// Called exactly once per Forward, on one of the forwarder's io threads (never inline in
+// Forward), so it must not block. `retryable` is true when the request certainly did not
+// get an answer and may be sent again elsewhere: the connection could not be made, or
+// it broke before any response byte arrived (a fresh connection is tried once first when
+// a pooled one turns out stale). Errors: Unavailable (connect failure, reset, closed),
+// DeadlineExceeded (no full answer within the timeout; not retryable: the replica may
+// still be working on it), ResourceExhausted (response over max_response_bytes),
+// Cancelled (the forwarder stopped). Any HTTP status is an OK result.
+using ForwardCallback = std::function<void(absl::StatusOr<HttpResponse> response, bool retryable)>;
+
+// Thread-safe: Forward may be called from any thread.
+class HttpForwarder {
+ public:
+  // Starts the io threads.
+  explicit HttpForwarder(HttpForwarderOptions options = {});
+  // Stops (see Stop) and joins the threads.
+  ~HttpForwarder();
+  HttpForwarder(const HttpForwarder&) = delete;
+  HttpForwarder& operator=(const HttpForwarder&) = delete;
+
+  // Sends `request` to http://host:port and calls `done` with the response. `host` is an
+  // IP address or a name (resolved once per pool, not per request). `timeout` bounds the
+  // whole exchange, waiting for a free connection included.
+  void Forward(std::string host, int port, std::shared_ptr<const ForwardRequest> request,
+               std::chrono::milliseconds timeout, ForwardCallback done);
+
+  // Fails everything pending with Cancelled, closes every connection and stops the
+  // threads. Idempotent; blocks until the threads have ended. Forward after Stop calls
+  // `done` with Cancelled (on the calling thread, the only exception to the rule above).
+  void Stop();
+
+  // Open connections (busy and idle) to host:port over all threads. For tests.
+  size_t OpenConnections(const std::string& host, int port) const;
+
+ private:
+  struct Shard;
+  HttpForwarderOptions options_;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::atomic<uint64_t> next_shard_{0};
+  std::atomic<bool> stopped_{false};
+};
+
+}  // namespace kiln::net
