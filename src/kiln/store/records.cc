@@ -101,4 +101,31 @@ absl::StatusOr<TrialState> ParseTrialState(std::string_view name) {
                    "\"; use one of RUNNING, COMPLETE, PRUNED, FAILED, STOPPED"));
 }
 
+const char* DeploymentStateName(DeploymentState state) {
+  switch (state) {
+    case DeploymentState::kPending:
+      return "PENDING";
+    case DeploymentState::kReady:
+      return "READY";
+    case DeploymentState::kUpdating:
+      return "UPDATING";
+    case DeploymentState::kFailed:
+      return "FAILED";
+    case DeploymentState::kStopped:
+      return "STOPPED";
+  }
+  return "PENDING";
+}
+
+absl::StatusOr<DeploymentState> ParseDeploymentState(std::string_view name) {
+  for (DeploymentState s :
+       {DeploymentState::kPending, DeploymentState::kReady, DeploymentState::kUpdating,
+        DeploymentState::kFailed, DeploymentState::kStopped}) {
+    if (DeploymentStateName(s) == name) return s;
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown deployment state \"", std::string(name),
+                   "\"; use one of PENDING, READY, UPDATING, FAILED, STOPPED"));
+}
+
 }  // namespace kiln::store

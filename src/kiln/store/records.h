@@ -1,8 +1,9 @@
 // records.h
 //
 // The durable records Kiln keeps: users, tokens, packages, agents, jobs and their
-// tracking data (log lines, metric points, events). Plain structs; the `Store` reads and
-// writes them, the API layer turns them into JSON.
+// tracking data (log lines, metric points, events), searches, and the model registry
+// (artifacts, models, versions, deployments, replicas, dialect objects). Plain structs;
+// the `Store` reads and writes them, the API layer turns them into JSON.
 #pragma once
 
 #include <cstdint>
@@ -71,6 +72,8 @@ struct JobRecord {
   std::optional<int64_t> parent_id;
   int worker_index = 0;
   std::optional<int> target_workers;
+  // A scoring replica of a deployment (set at creation, never changed).
+  std::optional<int64_t> deployment_id;
 };
 
 struct JobFilter {
@@ -79,7 +82,10 @@ struct JobFilter {
   std::optional<int64_t> before_id;  // pagination: ids strictly below
   int limit = 50;
   std::optional<int64_t> parent_id;  // only the workers of this distributed job
-  bool include_workers = false;      // without parent_id: also list workers (else top level only)
+  // Without parent_id / deployment_id: also list workers and deployment replicas, i.e.
+  // every job (else top level only: no workers, no replicas).
+  bool include_workers = false;
+  std::optional<int64_t> deployment_id;  // only the replicas of this deployment
 };
 
 struct EventRecord {
@@ -181,6 +187,78 @@ struct TrialRow {
   int64_t created_at = 0;
   std::optional<int64_t> started_at;
   std::optional<int64_t> finished_at;
+};
+
+// ---- model registry and deployments ----
+
+// A file a job left under $RESULT_DIR/model/, uploaded by its agent as a "file" package.
+struct ArtifactRecord {
+  int64_t job_id = 0;
+  std::string path;  // relative to RESULT_DIR: "model/model.pt"
+  std::string package_id;
+  int64_t size = 0;
+  int64_t created_at = 0;
+};
+
+struct ModelRecord {
+  int64_t id = 0;
+  std::string name;  // unique across users (it is the KServe model name too)
+  int64_t user_id = 0;
+  std::string username;  // filled on reads
+  std::string description;
+  int64_t created_at = 0;
+};
+
+struct ModelVersionRecord {
+  int64_t model_id = 0;
+  int64_t version = 0;     // 1, 2, ... per model; assigned by AddModelVersion, never reused
+  std::string package_id;  // the TorchScript file as a "file" package
+  std::string file_name;
+  int64_t size = 0;
+  std::string signature_json;
+  std::string metrics_json = "{}";  // {"accuracy": 0.86, ...}: final values
+  // {"job_id":12,"experiment_id":3,"trial":5,"hyperparameters":{...},"source":"job"|"upload"}
+  std::string lineage_json = "{}";
+  int64_t created_at = 0;
+};
+
+enum class DeploymentState { kPending, kReady, kUpdating, kFailed, kStopped };
+const char* DeploymentStateName(DeploymentState state);  // "PENDING", "READY", ...
+absl::StatusOr<DeploymentState> ParseDeploymentState(std::string_view name);
+
+struct DeploymentRecord {
+  int64_t id = 0;
+  std::string name;  // unique among the deployments in the store
+  int64_t user_id = 0;
+  std::string username;  // filled on reads
+  int64_t model_id = 0;
+  int64_t version = 0;
+  DeploymentState state = DeploymentState::kPending;
+  // {"replicas":2,"slots":1,"max_batch_size":32,"max_queue_delay_us":500,"secret":"<hex>"}
+  std::string spec_json = "{}";
+  std::string reason;
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
+};
+
+struct ReplicaRecord {
+  int64_t deployment_id = 0;
+  int64_t job_id = 0;
+  int64_t version = 0;
+  std::string address;  // "host:port" once ready, "" before
+  int64_t ready_at = 0;
+};
+
+// An object of a foreign API dialect that has no native counterpart (a Watson ML space,
+// model definition, training, ...), kept as that dialect's JSON body.
+struct DialectObject {
+  std::string kind;  // "wml_space", "wml_model_definition", "wml_training", ...
+  std::string id;    // unique per kind
+  int64_t user_id = 0;
+  std::string space_id;
+  std::string body_json = "{}";
+  int64_t created_at = 0;
+  int64_t updated_at = 0;
 };
 
 }  // namespace kiln::store

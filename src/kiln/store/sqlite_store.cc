@@ -148,6 +148,74 @@ CREATE TABLE job_generations (
   PRIMARY KEY (job_id, generation)
 ) WITHOUT ROWID;
 )sql",
+    // 3 -> 4: the model registry (job artifacts, models and their versions), deployments
+    // with their replicas (jobs with a deployment_id), and foreign dialects' objects.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN deployment_id INTEGER;
+CREATE INDEX jobs_deployment ON jobs(deployment_id, id) WHERE deployment_id IS NOT NULL;
+CREATE TABLE job_artifacts (
+  job_id INTEGER NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+  path TEXT NOT NULL,
+  package_id TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (job_id, path)
+) WITHOUT ROWID;
+CREATE TABLE models (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  description TEXT NOT NULL DEFAULT '',
+  last_version INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX models_user ON models(user_id, id);
+CREATE TABLE model_versions (
+  model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
+  version INTEGER NOT NULL,
+  package_id TEXT NOT NULL,
+  file_name TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  signature TEXT NOT NULL,
+  metrics TEXT NOT NULL DEFAULT '{}',
+  lineage TEXT NOT NULL DEFAULT '{}',
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (model_id, version)
+) WITHOUT ROWID;
+CREATE TABLE deployments (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL UNIQUE,
+  user_id INTEGER NOT NULL REFERENCES users(id),
+  model_id INTEGER NOT NULL,
+  version INTEGER NOT NULL,
+  state TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+CREATE INDEX deployments_user ON deployments(user_id, id);
+CREATE INDEX deployments_model ON deployments(model_id, version);
+CREATE TABLE deployment_replicas (
+  deployment_id INTEGER NOT NULL REFERENCES deployments(id) ON DELETE CASCADE,
+  job_id INTEGER NOT NULL,
+  version INTEGER NOT NULL,
+  address TEXT NOT NULL DEFAULT '',
+  ready_at INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY (deployment_id, job_id)
+) WITHOUT ROWID;
+CREATE TABLE dialect_objects (
+  kind TEXT NOT NULL,
+  id TEXT NOT NULL,
+  user_id INTEGER NOT NULL,
+  space_id TEXT NOT NULL DEFAULT '',
+  body TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  PRIMARY KEY (kind, id)
+) WITHOUT ROWID;
+CREATE INDEX dialect_objects_list ON dialect_objects(kind, created_at);
+)sql",
 };
 
 constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
@@ -155,7 +223,7 @@ constexpr int kLatestVersion = sizeof(kMigrations) / sizeof(kMigrations[0]);
 const char kJobColumns[] =
     "j.id, j.name, j.user_id, u.username, j.state, j.spec, j.agent_id, j.exit_code, j.signal, "
     "j.reason, j.kill_requested, j.created_at, j.scheduled_at, j.started_at, j.finished_at, "
-    "j.allocation, j.parent_id, j.worker_index, j.target_workers";
+    "j.allocation, j.parent_id, j.worker_index, j.target_workers, j.deployment_id";
 
 absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
   JobRecord job;
@@ -178,6 +246,7 @@ absl::StatusOr<JobRecord> ReadJob(SqliteStatement& st) {
   job.parent_id = st.ColumnOptionalInt(16);
   job.worker_index = static_cast<int>(st.ColumnInt(17));
   if (auto v = st.ColumnOptionalInt(18)) job.target_workers = static_cast<int>(*v);
+  job.deployment_id = st.ColumnOptionalInt(19);
   return job;
 }
 
@@ -210,6 +279,70 @@ absl::StatusOr<ExperimentRecord> ReadExperiment(SqliteStatement& st) {
   return e;
 }
 
+const char kModelColumns[] = "m.id, m.name, m.user_id, u.username, m.description, m.created_at";
+
+ModelRecord ReadModel(SqliteStatement& st) {
+  ModelRecord m;
+  m.id = st.ColumnInt(0);
+  m.name = st.ColumnText(1);
+  m.user_id = st.ColumnInt(2);
+  m.username = st.ColumnText(3);
+  m.description = st.ColumnText(4);
+  m.created_at = st.ColumnInt(5);
+  return m;
+}
+
+const char kVersionColumns[] =
+    "model_id, version, package_id, file_name, size, signature, metrics, lineage, created_at";
+
+ModelVersionRecord ReadModelVersion(SqliteStatement& st) {
+  ModelVersionRecord v;
+  v.model_id = st.ColumnInt(0);
+  v.version = st.ColumnInt(1);
+  v.package_id = st.ColumnText(2);
+  v.file_name = st.ColumnText(3);
+  v.size = st.ColumnInt(4);
+  v.signature_json = st.ColumnText(5);
+  v.metrics_json = st.ColumnText(6);
+  v.lineage_json = st.ColumnText(7);
+  v.created_at = st.ColumnInt(8);
+  return v;
+}
+
+const char kDeploymentColumns[] =
+    "d.id, d.name, d.user_id, u.username, d.model_id, d.version, d.state, d.spec, d.reason, "
+    "d.created_at, d.updated_at";
+
+absl::StatusOr<DeploymentRecord> ReadDeployment(SqliteStatement& st) {
+  DeploymentRecord d;
+  d.id = st.ColumnInt(0);
+  d.name = st.ColumnText(1);
+  d.user_id = st.ColumnInt(2);
+  d.username = st.ColumnText(3);
+  d.model_id = st.ColumnInt(4);
+  d.version = st.ColumnInt(5);
+  KILN_ASSIGN_OR_RETURN(d.state, ParseDeploymentState(st.ColumnText(6)));
+  d.spec_json = st.ColumnText(7);
+  d.reason = st.ColumnText(8);
+  d.created_at = st.ColumnInt(9);
+  d.updated_at = st.ColumnInt(10);
+  return d;
+}
+
+const char kDialectColumns[] = "kind, id, user_id, space_id, body, created_at, updated_at";
+
+DialectObject ReadDialectObject(SqliteStatement& st) {
+  DialectObject o;
+  o.kind = st.ColumnText(0);
+  o.id = st.ColumnText(1);
+  o.user_id = st.ColumnInt(2);
+  o.space_id = st.ColumnText(3);
+  o.body_json = st.ColumnText(4);
+  o.created_at = st.ColumnInt(5);
+  o.updated_at = st.ColumnInt(6);
+  return o;
+}
+
 absl::StatusOr<TokenKind> ParseTokenKind(const std::string& s) {
   for (TokenKind k : {TokenKind::kSession, TokenKind::kTask, TokenKind::kAgent}) {
     if (TokenKindName(k) == s) return k;
@@ -224,11 +357,20 @@ int SqliteStore::LatestSchemaVersion() { return kLatestVersion; }
 absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path) {
   KILN_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(path));
   std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(db)));
-  KILN_RETURN_IF_ERROR(store->Migrate());
+  KILN_RETURN_IF_ERROR(store->Migrate(kLatestVersion));
   return store;
 }
 
-absl::Status SqliteStore::Migrate() {
+absl::Status SqliteStore::MigrateForTesting(const std::string& path, int version) {
+  if (version < 0 || version > kLatestVersion) {
+    return absl::InvalidArgumentError(absl::StrCat("no schema version ", version));
+  }
+  KILN_ASSIGN_OR_RETURN(auto db, SqliteDb::Open(path));
+  SqliteStore store(std::move(db));
+  return store.Migrate(version);
+}
+
+absl::Status SqliteStore::Migrate(int target_version) {
   KILN_ASSIGN_OR_RETURN(SqliteStatement * get, db_->Prepare("PRAGMA user_version"));
   KILN_ASSIGN_OR_RETURN(bool row, get->Step());
   int version = row ? static_cast<int>(get->ColumnInt(0)) : 0;
@@ -238,7 +380,7 @@ absl::Status SqliteStore::Migrate() {
         "the database has schema version ", version, " but this kilnd knows only up to ",
         kLatestVersion, "; run a newer kilnd or use another --data-dir"));
   }
-  for (int v = version; v < kLatestVersion; ++v) {
+  for (int v = version; v < target_version; ++v) {
     // Schema change and version bump commit together: a crash mid-migration leaves the
     // previous version intact.
     KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
@@ -396,13 +538,13 @@ absl::StatusOr<JobRecord> SqliteStore::CreateJob(JobRecord job, const EventRecor
       SqliteStatement * st,
       db_->Prepare(
           "INSERT INTO jobs (name, user_id, state, spec, created_at, parent_id, worker_index, "
-          "target_workers) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"));
+          "target_workers, deployment_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
   st->Bind(1, job.name).Bind(2, job.user_id).Bind(3, JobStateName(job.state));
   st->Bind(4, job.spec_json).Bind(5, job.created_at).Bind(6, job.parent_id);
   st->Bind(7, job.worker_index);
   std::optional<int64_t> target;
   if (job.target_workers) target = *job.target_workers;
-  st->Bind(8, target);
+  st->Bind(8, target).Bind(9, job.deployment_id);
   KILN_RETURN_IF_ERROR(st->Run());
   job.id = db_->LastInsertRowId();
   EventRecord e = event;
@@ -430,10 +572,11 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ListJobs(const JobFilter& fi
       absl::StrCat("SELECT ", kJobColumns, " FROM jobs j JOIN users u ON u.id = j.user_id WHERE 1");
   if (filter.user_id) sql += " AND j.user_id = ?1";
   if (filter.before_id) sql += " AND j.id < ?2";
-  if (filter.parent_id) {
-    sql += " AND j.parent_id = ?4";
-  } else if (!filter.include_workers) {
-    sql += " AND j.parent_id IS NULL";
+  if (filter.parent_id) sql += " AND j.parent_id = ?4";
+  if (filter.deployment_id) sql += " AND j.deployment_id = ?5";
+  if (!filter.parent_id && !filter.deployment_id && !filter.include_workers) {
+    // Top level: workers show under their parent, replicas under their deployment.
+    sql += " AND j.parent_id IS NULL AND j.deployment_id IS NULL";
   }
   if (!filter.states.empty()) {
     sql += " AND j.state IN (";
@@ -448,6 +591,7 @@ absl::StatusOr<std::vector<JobRecord>> SqliteStore::ListJobs(const JobFilter& fi
   if (filter.before_id) st->Bind(2, *filter.before_id);
   st->Bind(3, filter.limit);
   if (filter.parent_id) st->Bind(4, *filter.parent_id);
+  if (filter.deployment_id) st->Bind(5, *filter.deployment_id);
   std::vector<JobRecord> out;
   while (true) {
     KILN_ASSIGN_OR_RETURN(bool row, st->Step());
@@ -837,6 +981,396 @@ absl::StatusOr<std::vector<TrialRow>> SqliteStore::ListTrials(int64_t experiment
     out.push_back(std::move(t));
   }
   return out;
+}
+
+// ---- artifacts ----
+
+absl::Status SqliteStore::PutArtifacts(int64_t job_id,
+                                       const std::vector<ArtifactRecord>& artifacts) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * exists, db_->Prepare("SELECT 1 FROM jobs WHERE id = ?"));
+  exists->Bind(1, job_id);
+  KILN_ASSIGN_OR_RETURN(bool row, exists->Step());
+  exists->Reset();
+  if (!row) return absl::NotFoundError(absl::StrCat("no job with id ", job_id));
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * clear,
+                        db_->Prepare("DELETE FROM job_artifacts WHERE job_id = ?"));
+  clear->Bind(1, job_id);
+  KILN_RETURN_IF_ERROR(clear->Run());
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("INSERT OR REPLACE INTO job_artifacts (job_id, path, "
+                                     "package_id, size, created_at) VALUES (?, ?, ?, ?, ?)"));
+  for (const ArtifactRecord& a : artifacts) {
+    st->Reset();
+    st->Bind(1, job_id).Bind(2, a.path).Bind(3, a.package_id).Bind(4, a.size);
+    st->Bind(5, a.created_at);
+    KILN_RETURN_IF_ERROR(st->Run());
+  }
+  return txn.Commit();
+}
+
+absl::StatusOr<std::vector<ArtifactRecord>> SqliteStore::ListArtifacts(int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("SELECT path, package_id, size, created_at FROM "
+                                     "job_artifacts WHERE job_id = ? ORDER BY path"));
+  st->Bind(1, job_id);
+  std::vector<ArtifactRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back(
+        {job_id, st->ColumnText(0), st->ColumnText(1), st->ColumnInt(2), st->ColumnInt(3)});
+  }
+  return out;
+}
+
+// ---- models ----
+
+absl::StatusOr<ModelRecord> SqliteStore::CreateModel(ModelRecord m) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("INSERT INTO models (name, user_id, description, "
+                                     "created_at) VALUES (?, ?, ?, ?)"));
+  st->Bind(1, m.name).Bind(2, m.user_id).Bind(3, m.description).Bind(4, m.created_at);
+  absl::Status s = st->Run();
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a model named \"", m.name, "\" already exists; choose another name"));
+  }
+  KILN_RETURN_IF_ERROR(s);
+  m.id = db_->LastInsertRowId();
+  return m;
+}
+
+absl::StatusOr<ModelRecord> SqliteStore::GetModel(int64_t id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare(absl::StrCat("SELECT ", kModelColumns,
+                                " FROM models m JOIN users u ON u.id = m.user_id WHERE m.id = ?")));
+  st->Bind(1, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no model with id ", id));
+  ModelRecord m = ReadModel(*st);
+  st->Reset();
+  return m;
+}
+
+absl::StatusOr<ModelRecord> SqliteStore::GetModelByName(const std::string& name) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kModelColumns,
+                                                  " FROM models m JOIN users u ON u.id = "
+                                                  "m.user_id WHERE m.name = ?")));
+  st->Bind(1, name);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no model named \"", name, "\""));
+  ModelRecord m = ReadModel(*st);
+  st->Reset();
+  return m;
+}
+
+absl::StatusOr<std::vector<ModelRecord>> SqliteStore::ListModels(std::optional<int64_t> user_id) {
+  std::string sql =
+      absl::StrCat("SELECT ", kModelColumns, " FROM models m JOIN users u ON u.id = m.user_id");
+  if (user_id) sql += " WHERE m.user_id = ?";
+  sql += " ORDER BY m.id DESC";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  if (user_id) st->Bind(1, *user_id);
+  std::vector<ModelRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back(ReadModel(*st));
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> SqliteStore::DeploymentUsing(
+    int64_t model_id, std::optional<int64_t> version) {
+  // A deployment serves a version as its current one or, during a rollout, on replicas
+  // still running the previous one.
+  std::string sql =
+      "SELECT d.name FROM deployments d WHERE d.model_id = ?1 AND d.state != 'STOPPED' AND "
+      "(?2 IS NULL OR d.version = ?2 OR EXISTS (SELECT 1 FROM deployment_replicas r WHERE "
+      "r.deployment_id = d.id AND r.version = ?2)) ORDER BY d.id LIMIT 1";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  st->Bind(1, model_id).Bind(2, version);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  std::optional<std::string> name;
+  if (row) name = st->ColumnText(0);
+  st->Reset();
+  return name;
+}
+
+absl::Status SqliteStore::DeleteModel(int64_t id) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> user, DeploymentUsing(id, std::nullopt));
+  if (user) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("model ", id, " is served by deployment \"", *user,
+                     "\"; delete the deployment first (DELETE /api/v1/deployments/{id})"));
+  }
+  // Its versions go with it through ON DELETE CASCADE.
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare("DELETE FROM models WHERE id = ?"));
+  st->Bind(1, id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no model with id ", id));
+  return txn.Commit();
+}
+
+absl::StatusOr<ModelVersionRecord> SqliteStore::AddModelVersion(ModelVersionRecord v) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * bump,
+      db_->Prepare("UPDATE models SET last_version = last_version + 1 WHERE id = ?"));
+  bump->Bind(1, v.model_id);
+  KILN_RETURN_IF_ERROR(bump->Run());
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("no model with id ", v.model_id));
+  }
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * get,
+                        db_->Prepare("SELECT last_version FROM models WHERE id = ?"));
+  get->Bind(1, v.model_id);
+  KILN_ASSIGN_OR_RETURN(bool row, get->Step());
+  if (!row) return absl::InternalError("model vanished inside its transaction");
+  v.version = get->ColumnInt(0);
+  get->Reset();
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("INSERT INTO model_versions (", kVersionColumns,
+                                                  ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")));
+  st->Bind(1, v.model_id).Bind(2, v.version).Bind(3, v.package_id).Bind(4, v.file_name);
+  st->Bind(5, v.size).Bind(6, v.signature_json).Bind(7, v.metrics_json).Bind(8, v.lineage_json);
+  st->Bind(9, v.created_at);
+  KILN_RETURN_IF_ERROR(st->Run());
+  KILN_RETURN_IF_ERROR(txn.Commit());
+  return v;
+}
+
+absl::StatusOr<ModelVersionRecord> SqliteStore::GetModelVersion(int64_t model_id, int64_t version) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kVersionColumns,
+                                                  " FROM model_versions WHERE model_id = ? AND "
+                                                  "version = ?")));
+  st->Bind(1, model_id).Bind(2, version);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) {
+    return absl::NotFoundError(absl::StrCat("model ", model_id, " has no version ", version));
+  }
+  ModelVersionRecord v = ReadModelVersion(*st);
+  st->Reset();
+  return v;
+}
+
+absl::StatusOr<std::vector<ModelVersionRecord>> SqliteStore::ListModelVersions(int64_t model_id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kVersionColumns,
+                                                  " FROM model_versions WHERE model_id = ? "
+                                                  "ORDER BY version")));
+  st->Bind(1, model_id);
+  std::vector<ModelVersionRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back(ReadModelVersion(*st));
+  }
+  return out;
+}
+
+absl::Status SqliteStore::DeleteModelVersion(int64_t model_id, int64_t version) {
+  KILN_ASSIGN_OR_RETURN(SqliteTransaction txn, SqliteTransaction::Begin(*db_));
+  KILN_ASSIGN_OR_RETURN(std::optional<std::string> user, DeploymentUsing(model_id, version));
+  if (user) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("version ", version, " of model ", model_id, " is served by deployment \"",
+                     *user, "\"; update the deployment to another version or delete it first"));
+  }
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("DELETE FROM model_versions WHERE model_id = ? AND version = ?"));
+  st->Bind(1, model_id).Bind(2, version);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("model ", model_id, " has no version ", version));
+  }
+  return txn.Commit();
+}
+
+// ---- deployments ----
+
+absl::StatusOr<DeploymentRecord> SqliteStore::CreateDeployment(DeploymentRecord d) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT INTO deployments (name, user_id, model_id, version, state, spec, "
+                   "reason, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+  st->Bind(1, d.name).Bind(2, d.user_id).Bind(3, d.model_id).Bind(4, d.version);
+  st->Bind(5, DeploymentStateName(d.state)).Bind(6, d.spec_json).Bind(7, d.reason);
+  st->Bind(8, d.created_at).Bind(9, d.updated_at);
+  absl::Status s = st->Run();
+  if (absl::IsAlreadyExists(s)) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("a deployment named \"", d.name, "\" already exists; choose another name"));
+  }
+  KILN_RETURN_IF_ERROR(s);
+  d.id = db_->LastInsertRowId();
+  return d;
+}
+
+absl::StatusOr<DeploymentRecord> SqliteStore::GetDeployment(int64_t id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kDeploymentColumns,
+                                                  " FROM deployments d JOIN users u ON u.id = "
+                                                  "d.user_id WHERE d.id = ?")));
+  st->Bind(1, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no deployment with id ", id));
+  auto d = ReadDeployment(*st);
+  st->Reset();
+  return d;
+}
+
+absl::StatusOr<DeploymentRecord> SqliteStore::GetDeploymentByName(const std::string& name) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare(absl::StrCat("SELECT ", kDeploymentColumns,
+                                                  " FROM deployments d JOIN users u ON u.id = "
+                                                  "d.user_id WHERE d.name = ?")));
+  st->Bind(1, name);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no deployment named \"", name, "\""));
+  auto d = ReadDeployment(*st);
+  st->Reset();
+  return d;
+}
+
+absl::StatusOr<std::vector<DeploymentRecord>> SqliteStore::ListDeployments(
+    std::optional<int64_t> user_id) {
+  std::string sql = absl::StrCat("SELECT ", kDeploymentColumns,
+                                 " FROM deployments d JOIN users u ON u.id = d.user_id");
+  if (user_id) sql += " WHERE d.user_id = ?";
+  sql += " ORDER BY d.id DESC";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  if (user_id) st->Bind(1, *user_id);
+  std::vector<DeploymentRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    KILN_ASSIGN_OR_RETURN(DeploymentRecord d, ReadDeployment(*st));
+    out.push_back(std::move(d));
+  }
+  return out;
+}
+
+absl::Status SqliteStore::UpdateDeployment(const DeploymentRecord& d) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("UPDATE deployments SET state = ?, version = ?, spec = ?, "
+                                     "reason = ?, updated_at = ? WHERE id = ?"));
+  st->Bind(1, DeploymentStateName(d.state)).Bind(2, d.version).Bind(3, d.spec_json);
+  st->Bind(4, d.reason).Bind(5, d.updated_at).Bind(6, d.id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no deployment with id ", d.id));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::DeleteDeployment(int64_t id) {
+  // Its replica rows go with it through ON DELETE CASCADE; the replica jobs stay.
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare("DELETE FROM deployments WHERE id = ?"));
+  st->Bind(1, id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) return absl::NotFoundError(absl::StrCat("no deployment with id ", id));
+  return absl::OkStatus();
+}
+
+absl::Status SqliteStore::PutReplica(const ReplicaRecord& r) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("INSERT OR REPLACE INTO deployment_replicas (deployment_id, job_id, version, "
+                   "address, ready_at) VALUES (?, ?, ?, ?, ?)"));
+  st->Bind(1, r.deployment_id).Bind(2, r.job_id).Bind(3, r.version).Bind(4, r.address);
+  st->Bind(5, r.ready_at);
+  absl::Status s = st->Run();
+  // The only constraint a well-formed row can break is the deployment's foreign key.
+  if (absl::IsFailedPrecondition(s)) {
+    return absl::NotFoundError(absl::StrCat("no deployment with id ", r.deployment_id));
+  }
+  return s;
+}
+
+absl::StatusOr<std::vector<ReplicaRecord>> SqliteStore::ListReplicas(int64_t deployment_id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("SELECT job_id, version, address, ready_at FROM "
+                   "deployment_replicas WHERE deployment_id = ? ORDER BY job_id"));
+  st->Bind(1, deployment_id);
+  std::vector<ReplicaRecord> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back(
+        {deployment_id, st->ColumnInt(0), st->ColumnInt(1), st->ColumnText(2), st->ColumnInt(3)});
+  }
+  return out;
+}
+
+absl::Status SqliteStore::DeleteReplica(int64_t deployment_id, int64_t job_id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare("DELETE FROM deployment_replicas WHERE deployment_id = ? AND job_id = ?"));
+  st->Bind(1, deployment_id).Bind(2, job_id);
+  return st->Run();
+}
+
+// ---- dialect objects ----
+
+absl::Status SqliteStore::PutDialectObject(const DialectObject& o) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare(absl::StrCat("INSERT OR REPLACE INTO dialect_objects (", kDialectColumns,
+                                ") VALUES (?, ?, ?, ?, ?, ?, ?)")));
+  st->Bind(1, o.kind).Bind(2, o.id).Bind(3, o.user_id).Bind(4, o.space_id).Bind(5, o.body_json);
+  st->Bind(6, o.created_at).Bind(7, o.updated_at);
+  return st->Run();
+}
+
+absl::StatusOr<DialectObject> SqliteStore::GetDialectObject(const std::string& kind,
+                                                            const std::string& id) {
+  KILN_ASSIGN_OR_RETURN(
+      SqliteStatement * st,
+      db_->Prepare(absl::StrCat("SELECT ", kDialectColumns,
+                                " FROM dialect_objects WHERE kind = ? AND id = ?")));
+  st->Bind(1, kind).Bind(2, id);
+  KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+  if (!row) return absl::NotFoundError(absl::StrCat("no ", kind, " with id \"", id, "\""));
+  DialectObject o = ReadDialectObject(*st);
+  st->Reset();
+  return o;
+}
+
+absl::StatusOr<std::vector<DialectObject>> SqliteStore::ListDialectObjects(
+    const std::string& kind, std::optional<int64_t> user_id, std::optional<std::string> space_id) {
+  std::string sql =
+      absl::StrCat("SELECT ", kDialectColumns, " FROM dialect_objects WHERE kind = ?1");
+  if (user_id) sql += " AND user_id = ?2";
+  if (space_id) sql += " AND space_id = ?3";
+  sql += " ORDER BY created_at, id";
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st, db_->Prepare(sql));
+  st->Bind(1, kind);
+  if (user_id) st->Bind(2, *user_id);
+  if (space_id) st->Bind(3, *space_id);
+  std::vector<DialectObject> out;
+  while (true) {
+    KILN_ASSIGN_OR_RETURN(bool row, st->Step());
+    if (!row) break;
+    out.push_back(ReadDialectObject(*st));
+  }
+  return out;
+}
+
+absl::Status SqliteStore::DeleteDialectObject(const std::string& kind, const std::string& id) {
+  KILN_ASSIGN_OR_RETURN(SqliteStatement * st,
+                        db_->Prepare("DELETE FROM dialect_objects WHERE kind = ? AND id = ?"));
+  st->Bind(1, kind).Bind(2, id);
+  KILN_RETURN_IF_ERROR(st->Run());
+  if (db_->Changes() == 0) {
+    return absl::NotFoundError(absl::StrCat("no ", kind, " with id \"", id, "\""));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kiln::store

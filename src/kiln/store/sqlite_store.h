@@ -21,6 +21,9 @@ class SqliteStore final : public Store {
 
   // The schema version this build writes.
   static int LatestSchemaVersion();
+  // Creates or migrates the database at `path` to exactly `version` (<= latest) and
+  // closes it: lets tests build a database as an older Kiln left it.
+  static absl::Status MigrateForTesting(const std::string& path, int version);
 
   absl::StatusOr<UserRecord> CreateUser(UserRecord user) override;
   absl::StatusOr<UserRecord> GetUser(int64_t id) override;
@@ -67,9 +70,45 @@ class SqliteStore final : public Store {
   absl::Status PutTrial(const TrialRow& trial) override;
   absl::StatusOr<std::vector<TrialRow>> ListTrials(int64_t experiment_id) override;
 
+  absl::Status PutArtifacts(int64_t job_id, const std::vector<ArtifactRecord>& artifacts) override;
+  absl::StatusOr<std::vector<ArtifactRecord>> ListArtifacts(int64_t job_id) override;
+
+  absl::StatusOr<ModelRecord> CreateModel(ModelRecord model) override;
+  absl::StatusOr<ModelRecord> GetModel(int64_t id) override;
+  absl::StatusOr<ModelRecord> GetModelByName(const std::string& name) override;
+  absl::StatusOr<std::vector<ModelRecord>> ListModels(std::optional<int64_t> user_id) override;
+  absl::Status DeleteModel(int64_t id) override;
+  absl::StatusOr<ModelVersionRecord> AddModelVersion(ModelVersionRecord version) override;
+  absl::StatusOr<ModelVersionRecord> GetModelVersion(int64_t model_id, int64_t version) override;
+  absl::StatusOr<std::vector<ModelVersionRecord>> ListModelVersions(int64_t model_id) override;
+  absl::Status DeleteModelVersion(int64_t model_id, int64_t version) override;
+
+  absl::StatusOr<DeploymentRecord> CreateDeployment(DeploymentRecord deployment) override;
+  absl::StatusOr<DeploymentRecord> GetDeployment(int64_t id) override;
+  absl::StatusOr<DeploymentRecord> GetDeploymentByName(const std::string& name) override;
+  absl::StatusOr<std::vector<DeploymentRecord>> ListDeployments(
+      std::optional<int64_t> user_id) override;
+  absl::Status UpdateDeployment(const DeploymentRecord& deployment) override;
+  absl::Status DeleteDeployment(int64_t id) override;
+  absl::Status PutReplica(const ReplicaRecord& replica) override;
+  absl::StatusOr<std::vector<ReplicaRecord>> ListReplicas(int64_t deployment_id) override;
+  absl::Status DeleteReplica(int64_t deployment_id, int64_t job_id) override;
+
+  absl::Status PutDialectObject(const DialectObject& object) override;
+  absl::StatusOr<DialectObject> GetDialectObject(const std::string& kind,
+                                                 const std::string& id) override;
+  absl::StatusOr<std::vector<DialectObject>> ListDialectObjects(
+      const std::string& kind, std::optional<int64_t> user_id,
+      std::optional<std::string> space_id) override;
+  absl::Status DeleteDialectObject(const std::string& kind, const std::string& id) override;
+
  private:
   explicit SqliteStore(std::unique_ptr<SqliteDb> db) : db_(std::move(db)) {}
-  absl::Status Migrate();
+  absl::Status Migrate(int target_version);
+  // The first deployment, not STOPPED, that serves `model_id` (at `version`, or at any
+  // version when nullopt): for refusing deletes. nullopt when none.
+  absl::StatusOr<std::optional<std::string>> DeploymentUsing(int64_t model_id,
+                                                             std::optional<int64_t> version);
   absl::Status InsertEvent(const EventRecord& event);
   absl::Status InsertMetricPoints(int64_t job_id, const std::vector<MetricPoint>& points);
   absl::Status SetOffset(int64_t job_id, const std::string& stream, int64_t offset);

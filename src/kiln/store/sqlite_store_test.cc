@@ -369,5 +369,346 @@ TEST_F(SqliteStoreTest, RefusesADatabaseFromANewerKiln) {
               StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("schema version 999")));
 }
 
+// ---- migration 4: artifacts, models, deployments, replicas, dialect objects ----
+
+TEST_F(SqliteStoreTest, ReplicasAreListedUnderTheirDeploymentOnly) {
+  JobRecord plain = NewJob();
+  JobRecord replica;
+  replica.name = "web-replica-0";
+  replica.user_id = user_.id;
+  replica.spec_json = "{}";
+  replica.deployment_id = 7;
+  KILN_ASSERT_OK_AND_ASSIGN(replica, store_->CreateJob(replica, {0, 1, "STATE", "QUEUED"}));
+  KILN_ASSERT_OK_AND_ASSIGN(JobRecord got, store_->GetJob(replica.id));
+  EXPECT_EQ(got.deployment_id, 7);
+  KILN_ASSERT_OK_AND_ASSIGN(JobRecord got_plain, store_->GetJob(plain.id));
+  EXPECT_FALSE(got_plain.deployment_id.has_value());
+
+  JobFilter top;
+  KILN_ASSERT_OK_AND_ASSIGN(auto jobs, store_->ListJobs(top));
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].id, plain.id);
+
+  JobFilter of_deployment;
+  of_deployment.deployment_id = 7;
+  KILN_ASSERT_OK_AND_ASSIGN(jobs, store_->ListJobs(of_deployment));
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0].id, replica.id);
+  EXPECT_EQ(jobs[0].deployment_id, 7);
+
+  // Recovery lists every job, replicas included, to re-adopt them.
+  JobFilter all;
+  all.include_workers = true;
+  KILN_ASSERT_OK_AND_ASSIGN(jobs, store_->ListJobs(all));
+  EXPECT_EQ(jobs.size(), 2u);
+}
+
+TEST_F(SqliteStoreTest, ArtifactsAreReplacedAsASet) {
+  JobRecord job = NewJob();
+  KILN_ASSERT_OK(store_->PutArtifacts(job.id, {{0, "model/signature.json", "sha256-b", 20, 5},
+                                               {0, "model/model.pt", "sha256-a", 1000, 5}}));
+  KILN_ASSERT_OK_AND_ASSIGN(auto got, store_->ListArtifacts(job.id));
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].path, "model/model.pt");
+  EXPECT_EQ(got[0].package_id, "sha256-a");
+  EXPECT_EQ(got[0].size, 1000);
+  EXPECT_EQ(got[0].job_id, job.id);
+  // A resent report replaces the set instead of adding to it.
+  KILN_ASSERT_OK(store_->PutArtifacts(job.id, {{0, "model/model.pt", "sha256-c", 7, 6}}));
+  KILN_ASSERT_OK_AND_ASSIGN(got, store_->ListArtifacts(job.id));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].package_id, "sha256-c");
+  EXPECT_THAT(store_->PutArtifacts(99, {}), StatusIs(absl::StatusCode::kNotFound, HasSubstr("99")));
+  KILN_ASSERT_OK_AND_ASSIGN(got, store_->ListArtifacts(99));
+  EXPECT_TRUE(got.empty());
+}
+
+class RegistryStoreTest : public SqliteStoreTest {
+ protected:
+  ModelRecord NewModel(const std::string& name) {
+    ModelRecord m;
+    m.name = name;
+    m.user_id = user_.id;
+    m.description = "digits";
+    m.created_at = 3;
+    auto created = store_->CreateModel(m);
+    KILN_CHECK_OK(created.status());
+    return *created;
+  }
+  ModelVersionRecord NewVersion(int64_t model_id, const std::string& package) {
+    ModelVersionRecord v;
+    v.model_id = model_id;
+    v.package_id = package;
+    v.file_name = "model.pt";
+    v.size = 42;
+    v.signature_json = R"({"inputs":[],"outputs":[]})";
+    v.metrics_json = R"({"accuracy":0.9})";
+    v.lineage_json = R"({"job_id":1,"source":"job"})";
+    v.created_at = 4;
+    auto added = store_->AddModelVersion(v);
+    KILN_CHECK_OK(added.status());
+    return *added;
+  }
+  DeploymentRecord NewDeployment(const std::string& name, int64_t model_id, int64_t version) {
+    DeploymentRecord d;
+    d.name = name;
+    d.user_id = user_.id;
+    d.model_id = model_id;
+    d.version = version;
+    d.spec_json = R"({"replicas":1})";
+    d.created_at = 5;
+    d.updated_at = 5;
+    auto created = store_->CreateDeployment(d);
+    KILN_CHECK_OK(created.status());
+    return *created;
+  }
+};
+
+TEST_F(RegistryStoreTest, ModelRoundTripsAndNamesAreUnique) {
+  ModelRecord m = NewModel("mnist");
+  KILN_ASSERT_OK_AND_ASSIGN(ModelRecord got, store_->GetModel(m.id));
+  EXPECT_EQ(got.name, "mnist");
+  EXPECT_EQ(got.username, "ada");
+  EXPECT_EQ(got.description, "digits");
+  EXPECT_EQ(got.created_at, 3);
+  KILN_ASSERT_OK_AND_ASSIGN(got, store_->GetModelByName("mnist"));
+  EXPECT_EQ(got.id, m.id);
+  EXPECT_THAT(store_->CreateModel(m),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("\"mnist\" already exists")));
+  EXPECT_THAT(store_->GetModel(99), StatusIs(absl::StatusCode::kNotFound, HasSubstr("99")));
+  EXPECT_THAT(store_->GetModelByName("nope"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"nope\"")));
+}
+
+TEST_F(RegistryStoreTest, ListModelsNewestFirstFilteredByUser) {
+  NewModel("a");
+  NewModel("b");
+  UserRecord bob;
+  bob.username = "bob";
+  bob.password_hash = "x";
+  KILN_ASSERT_OK_AND_ASSIGN(bob, store_->CreateUser(bob));
+  ModelRecord theirs;
+  theirs.name = "c";
+  theirs.user_id = bob.id;
+  KILN_ASSERT_OK(store_->CreateModel(theirs).status());
+  KILN_ASSERT_OK_AND_ASSIGN(auto all, store_->ListModels(std::nullopt));
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].name, "c");
+  EXPECT_EQ(all[0].username, "bob");
+  KILN_ASSERT_OK_AND_ASSIGN(auto mine, store_->ListModels(user_.id));
+  ASSERT_EQ(mine.size(), 2u);
+  EXPECT_EQ(mine[0].name, "b");
+  EXPECT_EQ(mine[1].name, "a");
+}
+
+TEST_F(RegistryStoreTest, VersionsAreNumberedPerModelAndNeverReused) {
+  ModelRecord a = NewModel("a");
+  ModelRecord b = NewModel("b");
+  EXPECT_EQ(NewVersion(a.id, "sha256-1").version, 1);
+  EXPECT_EQ(NewVersion(a.id, "sha256-2").version, 2);
+  EXPECT_EQ(NewVersion(b.id, "sha256-3").version, 1);
+  KILN_ASSERT_OK_AND_ASSIGN(ModelVersionRecord got, store_->GetModelVersion(a.id, 2));
+  EXPECT_EQ(got.package_id, "sha256-2");
+  EXPECT_EQ(got.file_name, "model.pt");
+  EXPECT_EQ(got.size, 42);
+  EXPECT_EQ(got.metrics_json, R"({"accuracy":0.9})");
+  EXPECT_EQ(got.lineage_json, R"({"job_id":1,"source":"job"})");
+  EXPECT_EQ(got.signature_json, R"({"inputs":[],"outputs":[]})");
+  // Deleting the latest does not free its number: "version 2" always meant one file.
+  KILN_ASSERT_OK(store_->DeleteModelVersion(a.id, 2));
+  EXPECT_EQ(NewVersion(a.id, "sha256-4").version, 3);
+  KILN_ASSERT_OK_AND_ASSIGN(auto versions, store_->ListModelVersions(a.id));
+  ASSERT_EQ(versions.size(), 2u);
+  EXPECT_EQ(versions[0].version, 1);
+  EXPECT_EQ(versions[1].version, 3);
+  EXPECT_THAT(store_->GetModelVersion(a.id, 2),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no version 2")));
+  EXPECT_THAT(store_->DeleteModelVersion(a.id, 2),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no version 2")));
+  ModelVersionRecord orphan;
+  orphan.model_id = 99;
+  EXPECT_THAT(store_->AddModelVersion(orphan),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no model with id 99")));
+}
+
+TEST_F(RegistryStoreTest, DeleteModelRemovesItsVersions) {
+  ModelRecord m = NewModel("a");
+  NewVersion(m.id, "sha256-1");
+  NewVersion(m.id, "sha256-2");
+  KILN_ASSERT_OK(store_->DeleteModel(m.id));
+  EXPECT_THAT(store_->GetModel(m.id), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ")));
+  KILN_ASSERT_OK_AND_ASSIGN(auto versions, store_->ListModelVersions(m.id));
+  EXPECT_TRUE(versions.empty());
+  EXPECT_THAT(store_->DeleteModel(m.id), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ")));
+  // The name is free again.
+  EXPECT_EQ(NewVersion(NewModel("a").id, "sha256-1").version, 1);
+}
+
+TEST_F(RegistryStoreTest, ServedVersionsCannotBeDeleted) {
+  ModelRecord m = NewModel("a");
+  NewVersion(m.id, "sha256-1");
+  NewVersion(m.id, "sha256-2");
+  NewVersion(m.id, "sha256-3");
+  DeploymentRecord d = NewDeployment("web", m.id, 2);
+  // Mid-rollout to 2, one replica still serves version 1.
+  KILN_ASSERT_OK(store_->PutReplica({d.id, 11, 1, "h:1", 9}));
+  EXPECT_THAT(store_->DeleteModelVersion(m.id, 2),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("deployment \"web\"")));
+  EXPECT_THAT(store_->DeleteModelVersion(m.id, 1),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("deployment \"web\"")));
+  EXPECT_THAT(store_->DeleteModel(m.id),
+              StatusIs(absl::StatusCode::kFailedPrecondition, HasSubstr("deployment \"web\"")));
+  KILN_ASSERT_OK(store_->DeleteModelVersion(m.id, 3));
+  KILN_ASSERT_OK_AND_ASSIGN(auto versions, store_->ListModelVersions(m.id));
+  EXPECT_EQ(versions.size(), 2u);
+  // A STOPPED deployment no longer holds its version; a deleted one neither.
+  d.state = DeploymentState::kStopped;
+  KILN_ASSERT_OK(store_->UpdateDeployment(d));
+  KILN_ASSERT_OK(store_->DeleteModelVersion(m.id, 1));
+  d.state = DeploymentState::kReady;
+  KILN_ASSERT_OK(store_->UpdateDeployment(d));
+  KILN_ASSERT_OK(store_->DeleteDeployment(d.id));
+  KILN_ASSERT_OK(store_->DeleteModel(m.id));
+}
+
+TEST_F(RegistryStoreTest, DeploymentRoundTripsUpdatesAndNamesAreUnique) {
+  ModelRecord m = NewModel("a");
+  NewVersion(m.id, "sha256-1");
+  DeploymentRecord d = NewDeployment("web", m.id, 1);
+  KILN_ASSERT_OK_AND_ASSIGN(DeploymentRecord got, store_->GetDeployment(d.id));
+  EXPECT_EQ(got.name, "web");
+  EXPECT_EQ(got.username, "ada");
+  EXPECT_EQ(got.model_id, m.id);
+  EXPECT_EQ(got.version, 1);
+  EXPECT_EQ(got.state, DeploymentState::kPending);
+  EXPECT_EQ(got.spec_json, R"({"replicas":1})");
+  EXPECT_EQ(got.created_at, 5);
+  EXPECT_THAT(store_->CreateDeployment(d),
+              StatusIs(absl::StatusCode::kAlreadyExists, HasSubstr("\"web\" already exists")));
+
+  got.state = DeploymentState::kUpdating;
+  got.version = 2;
+  got.spec_json = R"({"replicas":3})";
+  got.reason = "rolling out";
+  got.updated_at = 50;
+  KILN_ASSERT_OK(store_->UpdateDeployment(got));
+  KILN_ASSERT_OK_AND_ASSIGN(got, store_->GetDeploymentByName("web"));
+  EXPECT_EQ(got.state, DeploymentState::kUpdating);
+  EXPECT_EQ(got.version, 2);
+  EXPECT_EQ(got.spec_json, R"({"replicas":3})");
+  EXPECT_EQ(got.reason, "rolling out");
+  EXPECT_EQ(got.updated_at, 50);
+  EXPECT_EQ(got.created_at, 5);
+
+  NewDeployment("api", m.id, 1);
+  KILN_ASSERT_OK_AND_ASSIGN(auto all, store_->ListDeployments(std::nullopt));
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].name, "api");
+  KILN_ASSERT_OK_AND_ASSIGN(auto none, store_->ListDeployments(user_.id + 1));
+  EXPECT_TRUE(none.empty());
+
+  KILN_ASSERT_OK(store_->DeleteDeployment(d.id));
+  EXPECT_THAT(store_->GetDeployment(d.id), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ")));
+  EXPECT_THAT(store_->GetDeploymentByName("web"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"web\"")));
+  EXPECT_THAT(store_->DeleteDeployment(d.id),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ")));
+  EXPECT_THAT(store_->UpdateDeployment(d), StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ")));
+  // A deleted deployment's name can be taken again.
+  NewDeployment("web", m.id, 1);
+}
+
+TEST_F(RegistryStoreTest, ReplicasAreReplacedByJobAndGoWithTheirDeployment) {
+  ModelRecord m = NewModel("a");
+  DeploymentRecord d = NewDeployment("web", m.id, 1);
+  KILN_ASSERT_OK(store_->PutReplica({d.id, 12, 1, "", 0}));
+  KILN_ASSERT_OK(store_->PutReplica({d.id, 11, 1, "", 0}));
+  KILN_ASSERT_OK(store_->PutReplica({d.id, 12, 1, "10.0.0.2:4000", 77}));
+  KILN_ASSERT_OK_AND_ASSIGN(auto replicas, store_->ListReplicas(d.id));
+  ASSERT_EQ(replicas.size(), 2u);
+  EXPECT_EQ(replicas[0].job_id, 11);
+  EXPECT_EQ(replicas[0].address, "");
+  EXPECT_EQ(replicas[1].job_id, 12);
+  EXPECT_EQ(replicas[1].address, "10.0.0.2:4000");
+  EXPECT_EQ(replicas[1].ready_at, 77);
+  EXPECT_EQ(replicas[1].deployment_id, d.id);
+  KILN_ASSERT_OK(store_->DeleteReplica(d.id, 11));
+  KILN_ASSERT_OK(store_->DeleteReplica(d.id, 11));  // absent: fine
+  KILN_ASSERT_OK_AND_ASSIGN(replicas, store_->ListReplicas(d.id));
+  ASSERT_EQ(replicas.size(), 1u);
+  EXPECT_THAT(store_->PutReplica({99, 1, 1, "", 0}),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no deployment with id 99")));
+  KILN_ASSERT_OK(store_->DeleteDeployment(d.id));
+  KILN_ASSERT_OK_AND_ASSIGN(replicas, store_->ListReplicas(d.id));
+  EXPECT_TRUE(replicas.empty());
+}
+
+TEST_F(RegistryStoreTest, DialectObjectsAreKeyedByKindAndId) {
+  DialectObject space{"wml_space", "s-1", user_.id, "", R"({"name":"x"})", 1, 1};
+  DialectObject def{"wml_model_definition", "s-1", user_.id, "s-1", "{}", 2, 2};
+  DialectObject def2{"wml_model_definition", "d-2", user_.id + 1, "s-1", "{}", 3, 3};
+  DialectObject def3{"wml_model_definition", "d-3", user_.id, "s-2", "{}", 4, 4};
+  for (const auto& o : {space, def, def2, def3}) KILN_ASSERT_OK(store_->PutDialectObject(o));
+  KILN_ASSERT_OK_AND_ASSIGN(DialectObject got, store_->GetDialectObject("wml_space", "s-1"));
+  EXPECT_EQ(got.body_json, R"({"name":"x"})");
+  EXPECT_EQ(got.user_id, user_.id);
+  space.body_json = R"({"name":"y"})";
+  space.updated_at = 9;
+  KILN_ASSERT_OK(store_->PutDialectObject(space));
+  KILN_ASSERT_OK_AND_ASSIGN(got, store_->GetDialectObject("wml_space", "s-1"));
+  EXPECT_EQ(got.body_json, R"({"name":"y"})");
+  EXPECT_EQ(got.updated_at, 9);
+
+  KILN_ASSERT_OK_AND_ASSIGN(
+      auto defs, store_->ListDialectObjects("wml_model_definition", std::nullopt, std::nullopt));
+  ASSERT_EQ(defs.size(), 3u);
+  EXPECT_EQ(defs[0].id, "s-1");
+  KILN_ASSERT_OK_AND_ASSIGN(
+      defs, store_->ListDialectObjects("wml_model_definition", user_.id, std::nullopt));
+  EXPECT_EQ(defs.size(), 2u);
+  KILN_ASSERT_OK_AND_ASSIGN(
+      defs, store_->ListDialectObjects("wml_model_definition", user_.id, std::string("s-1")));
+  ASSERT_EQ(defs.size(), 1u);
+  EXPECT_EQ(defs[0].id, "s-1");
+  EXPECT_EQ(defs[0].space_id, "s-1");
+
+  KILN_ASSERT_OK(store_->DeleteDialectObject("wml_model_definition", "s-1"));
+  KILN_ASSERT_OK(store_->GetDialectObject("wml_space", "s-1").status());
+  EXPECT_THAT(store_->GetDialectObject("wml_model_definition", "s-1"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("\"s-1\"")));
+  EXPECT_THAT(store_->DeleteDialectObject("wml_model_definition", "s-1"),
+              StatusIs(absl::StatusCode::kNotFound, HasSubstr("no ")));
+}
+
+TEST_F(SqliteStoreTest, MigratingAVersion3DatabaseKeepsItsRows) {
+  EXPECT_EQ(SqliteStore::LatestSchemaVersion(), 4);
+  const std::string path = dir_ + "/old.db";
+  KILN_ASSERT_OK(SqliteStore::MigrateForTesting(path, 3));
+  {
+    // Rows as a version-3 kilnd wrote them, with its columns only.
+    KILN_ASSERT_OK_AND_ASSIGN(auto db, SqliteDb::Open(path));
+    KILN_ASSERT_OK(db->Exec(
+        "INSERT INTO users (id, username, password_hash, admin, created_at) "
+        "VALUES (1, 'ada', 'x', 1, 1);"
+        "INSERT INTO jobs (id, name, user_id, state, spec, created_at, parent_id, worker_index) "
+        "VALUES (1, 'old', 1, 'FINISHED', '{}', 2, NULL, 0);"
+        "INSERT INTO jobs (id, name, user_id, state, spec, created_at, parent_id, worker_index) "
+        "VALUES (2, 'old-worker', 1, 'FINISHED', '{}', 2, 1, 0);"));
+  }
+  KILN_ASSERT_OK_AND_ASSIGN(auto store, SqliteStore::Open(path));
+  KILN_ASSERT_OK_AND_ASSIGN(JobRecord job, store->GetJob(1));
+  EXPECT_EQ(job.name, "old");
+  EXPECT_EQ(job.state, JobState::kFinished);
+  EXPECT_FALSE(job.deployment_id.has_value());
+  KILN_ASSERT_OK_AND_ASSIGN(auto top, store->ListJobs(JobFilter{}));
+  ASSERT_EQ(top.size(), 1u);
+  EXPECT_EQ(top[0].id, 1);
+  KILN_ASSERT_OK(store->PutArtifacts(1, {{0, "model/model.pt", "sha256-a", 1, 3}}));
+  ModelRecord m;
+  m.name = "m";
+  m.user_id = 1;
+  KILN_ASSERT_OK(store->CreateModel(m).status());
+}
+
 }  // namespace
 }  // namespace kiln::store

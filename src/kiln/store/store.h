@@ -100,6 +100,68 @@ class Store {
   [[nodiscard]] virtual absl::Status PutTrial(const TrialRow& trial) = 0;
   // Ordered by number.
   [[nodiscard]] virtual absl::StatusOr<std::vector<TrialRow>> ListTrials(int64_t experiment_id) = 0;
+
+  // Artifacts of a job. PutArtifacts replaces the job's whole set (so a resent exit
+  // report does not duplicate); NotFound for an unknown job. ListArtifacts: by path.
+  [[nodiscard]] virtual absl::Status PutArtifacts(int64_t job_id,
+                                                  const std::vector<ArtifactRecord>& artifacts) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ArtifactRecord>> ListArtifacts(
+      int64_t job_id) = 0;
+
+  // Models. CreateModel assigns the id; AlreadyExists for a taken name. Get*: NotFound.
+  // ListModels: newest first; nullopt user: everyone's. DeleteModel removes its versions
+  // too; FailedPrecondition (naming it) while a deployment not STOPPED uses the model.
+  [[nodiscard]] virtual absl::StatusOr<ModelRecord> CreateModel(ModelRecord model) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ModelRecord> GetModel(int64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ModelRecord> GetModelByName(const std::string& name) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ModelRecord>> ListModels(
+      std::optional<int64_t> user_id) = 0;
+  [[nodiscard]] virtual absl::Status DeleteModel(int64_t id) = 0;
+  // Model versions. AddModelVersion assigns `version` (one above the highest ever given
+  // to the model, so a deleted number is never reused); NotFound for an unknown model.
+  // ListModelVersions: by version. DeleteModelVersion: NotFound if absent;
+  // FailedPrecondition naming the deployment while one not STOPPED serves it (as its
+  // version or on one of its replicas).
+  [[nodiscard]] virtual absl::StatusOr<ModelVersionRecord> AddModelVersion(
+      ModelVersionRecord version) = 0;
+  [[nodiscard]] virtual absl::StatusOr<ModelVersionRecord> GetModelVersion(int64_t model_id,
+                                                                           int64_t version) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ModelVersionRecord>> ListModelVersions(
+      int64_t model_id) = 0;
+  [[nodiscard]] virtual absl::Status DeleteModelVersion(int64_t model_id, int64_t version) = 0;
+
+  // Deployments. CreateDeployment assigns the id; AlreadyExists for a taken name.
+  // ListDeployments: newest first. UpdateDeployment writes state, version, spec, reason
+  // and updated_at (NotFound if absent). DeleteDeployment removes it and its replica rows
+  // (not the replica jobs).
+  [[nodiscard]] virtual absl::StatusOr<DeploymentRecord> CreateDeployment(
+      DeploymentRecord deployment) = 0;
+  [[nodiscard]] virtual absl::StatusOr<DeploymentRecord> GetDeployment(int64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<DeploymentRecord> GetDeploymentByName(
+      const std::string& name) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<DeploymentRecord>> ListDeployments(
+      std::optional<int64_t> user_id) = 0;
+  [[nodiscard]] virtual absl::Status UpdateDeployment(const DeploymentRecord& deployment) = 0;
+  [[nodiscard]] virtual absl::Status DeleteDeployment(int64_t id) = 0;
+  // Replicas of a deployment. PutReplica inserts or replaces (deployment_id, job_id);
+  // NotFound for an unknown deployment. ListReplicas: by job id. DeleteReplica of an
+  // absent row is OK.
+  [[nodiscard]] virtual absl::Status PutReplica(const ReplicaRecord& replica) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ReplicaRecord>> ListReplicas(
+      int64_t deployment_id) = 0;
+  [[nodiscard]] virtual absl::Status DeleteReplica(int64_t deployment_id, int64_t job_id) = 0;
+
+  // Objects of foreign API dialects, keyed by (kind, id). PutDialectObject inserts or
+  // replaces; GetDialectObject: NotFound; ListDialectObjects: oldest first, optionally
+  // only one user's and / or one space's; DeleteDialectObject: NotFound if absent.
+  [[nodiscard]] virtual absl::Status PutDialectObject(const DialectObject& object) = 0;
+  [[nodiscard]] virtual absl::StatusOr<DialectObject> GetDialectObject(const std::string& kind,
+                                                                       const std::string& id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<DialectObject>> ListDialectObjects(
+      const std::string& kind, std::optional<int64_t> user_id,
+      std::optional<std::string> space_id) = 0;
+  [[nodiscard]] virtual absl::Status DeleteDialectObject(const std::string& kind,
+                                                         const std::string& id) = 0;
 };
 
 }  // namespace kiln::store
