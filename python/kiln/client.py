@@ -1,7 +1,7 @@
 """Defines `Client`, a small client of Kiln's native REST API (docs/api.md) for
 notebooks and scripts: submit jobs with their code (single, static distributed or
 elastic), watch them, scale elastic ones, read logs and metrics, and run hyperparameter
-searches (experiments) and read their trials.
+searches (experiments) and read their trials, and keep trained models in the registry.
 
 Standard library only (urllib). Every HTTP error becomes a `kiln.KilnError` in one
 place, `Client._request`, through `kiln.errors.error_from_http`.
@@ -451,6 +451,102 @@ class Client:
                                    f"complete, {progress.get('running', 0)} running)")
             time.sleep(poll)
 
+    # ---- model registry ---------------------------------------------------------
+
+    def register_model(self, name: str, job_id: Optional[Union[int, str]] = None,
+                       file: Optional[Union[str, os.PathLike[str]]] = None,
+                       signature: Optional[Union[Mapping[str, Any], str,
+                                                 os.PathLike[str]]] = None,
+                       path: Optional[str] = None, description: Optional[str] = None,
+                       metrics: Optional[Mapping[str, float]] = None) -> dict[str, Any]:
+        """Registers a model version: a new model ``name``, or the next version of yours.
+
+        Give exactly one source: ``job_id``, a FINISHED job that saved its model with
+        `kiln.save_model` (its signature, final metrics and hyperparameters come along),
+        or ``file``, a local TorchScript file (uploaded in the same request).
+
+        Parameters
+        ----------
+        name : str
+            Model name: letters, digits, ``.``, ``_``, ``-`` (it is the KServe name too).
+        job_id : int, optional
+            The job whose ``$RESULT_DIR/model/model.pt`` to register.
+        file : path, optional
+            A TorchScript file (``torch.jit.save``'s zip archive).
+        signature : dict or path, optional
+            ``{"inputs": [{"name", "dtype", "shape"}], "outputs": [...]}`` (shapes per
+            sample) or a JSON file holding it; needed with ``file``, overrides the job's
+            ``model/signature.json``.
+        path : str, optional
+            With ``job_id``: the model's path under the job's RESULT_DIR
+            (``model/model.pt``).
+        description : str, optional
+            Kept on a new model.
+        metrics : mapping of str to float, optional
+            Overrides the job's final metric values.
+
+        Returns
+        -------
+        dict
+            The version: ``model``, ``version``, ``signature``, ``metrics``, ``lineage``,
+            ``file`` and ``created_at``.
+        """
+        if (job_id is None) == (file is None):
+            raise ValueError("give either job_id (a finished job's saved model) or file "
+                             "(a TorchScript file), not both or neither")
+        body: dict[str, Any] = {"name": name}
+        if description is not None:
+            body["description"] = description
+        if signature is not None:
+            if isinstance(signature, (str, os.PathLike)):
+                with open(signature, encoding="utf-8") as f:
+                    signature = json.load(f)
+            body["signature"] = dict(signature)  # type: ignore[arg-type]
+        if metrics is not None:
+            body["metrics"] = dict(metrics)
+        if path is not None:
+            body["path"] = path
+        if job_id is not None:
+            body["job_id"] = int(job_id)
+            return self._request("POST", "/api/v1/models", json_body=body)
+        file_path = os.fspath(file)  # type: ignore[arg-type]
+        with open(file_path, "rb") as f:
+            data = f.read()
+        form, content_type = _multipart_form(
+            [("data", None, json.dumps(body).encode("utf-8"), "application/json"),
+             ("file", os.path.basename(file_path), data, "application/octet-stream")])
+        return self._request("POST", "/api/v1/models", body=form, content_type=content_type)
+
+    def models(self) -> list[dict[str, Any]]:
+        """Returns your models (an admin's: everyone's), newest first, each with
+        ``latest_version`` and ``latest`` (that version's record)."""
+        return self._request("GET", "/api/v1/models").get("models", [])
+
+    def model(self, name: Union[int, str],
+              version: Optional[int] = None) -> dict[str, Any]:
+        """Returns model ``name`` (or id) with all its ``versions``, or with ``version``
+        that one version's record."""
+        target = f"/api/v1/models/{_quote(name)}"
+        if version is not None:
+            target += f"/versions/{int(version)}"
+        return self._request("GET", target)
+
+    def model_content(self, name: Union[int, str], version: int) -> bytes:
+        """Returns the bytes of a version's TorchScript file (``torch.jit.load`` takes
+        an ``io.BytesIO`` of them)."""
+        with self._open("GET", f"/api/v1/models/{_quote(name)}/versions/{int(version)}"
+                        "/content") as response:
+            return response.read()
+
+    def delete_model(self, name: Union[int, str],
+                     version: Optional[int] = None) -> dict[str, Any]:
+        """Deletes a model with all its versions, or only ``version``. Raises
+        `KilnError` (409) while a deployment serves it."""
+        target = f"/api/v1/models/{_quote(name)}"
+        if version is not None:
+            target += f"/versions/{int(version)}"
+        return self._request("DELETE", target)
+
     # ---- logs -------------------------------------------------------------------
 
     def logs(self, id: Union[int, str], follow: bool = False,
@@ -574,6 +670,24 @@ def _workers_fields(workers: Optional[int], min_workers: Optional[int],
 
 def _quote(id: Union[int, str]) -> str:
     return urllib.parse.quote(str(id), safe="")
+
+
+def _multipart_form(parts: Sequence[tuple[str, Optional[str], bytes, str]]) -> tuple[bytes, str]:
+    """Encodes ``(name, filename, data, content_type)`` parts as multipart/form-data;
+    returns the body and its Content-Type."""
+    boundary = "kiln-" + os.urandom(16).hex()
+    out = io.BytesIO()
+    for name, filename, data, content_type in parts:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+            disposition += f'; filename="{safe}"'
+        out.write(f"--{boundary}\r\nContent-Disposition: {disposition}\r\n"
+                  f"Content-Type: {content_type}\r\n\r\n".encode("utf-8"))
+        out.write(data)
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode("utf-8"))
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
 def _pack_folder(folder: str) -> bytes:
