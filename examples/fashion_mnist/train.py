@@ -193,20 +193,11 @@ def save_atomically(obj: Any, path: str) -> None:
     os.replace(tmp, path)
 
 
-def save_model(model: nn.Module, result_dir: str) -> str:
-    """Saves TorchScript and its signature under ``result_dir/model/``."""
-    model_dir = os.path.join(result_dir, "model")
-    os.makedirs(model_dir, exist_ok=True)
-    model.eval()
-    path = os.path.join(model_dir, "model.pt")
-    torch.jit.script(model).save(path + ".tmp")
-    os.replace(path + ".tmp", path)
-    signature = {"inputs": [{"name": "image", "shape": [-1, 1, 28, 28], "dtype": "float32",
-                             "description": "pixels scaled to [0, 1]"}],
-                 "outputs": [{"name": "log_probs", "shape": [-1, 10], "dtype": "float32"}]}
-    with open(os.path.join(model_dir, "signature.json"), "w", encoding="utf-8") as f:
-        json.dump(signature, f, indent=2)
-    return path
+def save_model(model: nn.Module, example: torch.Tensor, result_dir: str) -> str:
+    """Saves TorchScript and its signature under ``result_dir/model/`` for the registry:
+    input "image" float32 [1, 28, 28] per sample, output "logits" [10] (log-probs)."""
+    return kiln.save_model(model, example[:1], path=os.path.join(result_dir, "model"),
+                           input_names=["image"], output_names=["logits"])
 
 
 class StopRequested:
@@ -318,7 +309,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         em.close()
 
     if ctx.result_dir:
-        print(f"model saved to {save_model(model, ctx.result_dir)}", flush=True)
+        print(f"model saved to {save_model(model, test_x, ctx.result_dir)}", flush=True)
     if not kiln.flush(timeout=30):
         print("warning: some metrics were not delivered to the Kiln master", flush=True)
     print(f"done in {time.monotonic() - t0:.1f} s", flush=True)
