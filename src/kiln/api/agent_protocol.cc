@@ -3,8 +3,10 @@
 #include <cmath>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "kiln/base/status.h"
 
 namespace kiln::api {
@@ -94,6 +96,45 @@ absl::StatusOr<std::vector<store::MetricPoint>> PointsFromJson(const Json& arr) 
     if (!std::isfinite(v)) return absl::InvalidArgumentError("metric values must be finite");
     out.push_back({p[0].get<std::string>(), p[1].get<std::string>(), p[2].get<int64_t>(), v,
                    p[4].get<int64_t>()});
+  }
+  return out;
+}
+
+// An artifact's path is relative to the task's RESULT_DIR and inside its model/ folder.
+bool IsArtifactPath(const std::string& path) {
+  if (!absl::StartsWith(path, "model/") || path.size() <= 6 || path.size() > 4096) return false;
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.empty() || part == "." || part == "..") return false;
+  }
+  return path.find('\0') == std::string::npos;
+}
+
+absl::StatusOr<std::vector<store::ArtifactRecord>> ArtifactsFromJson(const Json& arr) {
+  std::vector<store::ArtifactRecord> out;
+  if (arr.is_null()) return out;
+  if (!arr.is_array()) return absl::InvalidArgumentError("\"artifacts\" must be a list");
+  for (const Json& a : arr) {
+    if (!a.is_object()) {
+      return absl::InvalidArgumentError(
+          "each artifact must be {\"path\", \"package_id\", \"size\"}");
+    }
+    store::ArtifactRecord r;
+    KILN_ASSIGN_OR_RETURN(r.path, base::GetString(a, "path"));
+    KILN_ASSIGN_OR_RETURN(r.package_id, base::GetString(a, "package_id"));
+    KILN_ASSIGN_OR_RETURN(r.size, base::GetInt(a, "size"));
+    if (!IsArtifactPath(r.path)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "artifact path \"", r.path, "\" must be relative, under model/, without . or .."));
+    }
+    if (r.package_id.empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("artifact \"", r.path, "\" has an empty package_id"));
+    }
+    if (r.size < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("artifact \"", r.path, "\" has a negative size"));
+    }
+    out.push_back(std::move(r));
   }
   return out;
 }
@@ -264,16 +305,24 @@ Json ToJson(const AgentReport& m) {
     for (const auto& p : t.final_metrics) {
       final_points.push_back({p.name, p.group, p.step, p.value, p.time});
     }
-    tasks.push_back({{"job_id", t.job_id},
-                     {"phase", PhaseName(t.phase)},
-                     {"started_at", OptToJson(t.started_at)},
-                     {"finished_at", OptToJson(t.finished_at)},
-                     {"exit_code", OptToJson(t.exit_code)},
-                     {"signal", OptToJson(t.signal)},
-                     {"reason", t.reason},
-                     {"log", t.log ? ChunkToJson(*t.log) : Json(nullptr)},
-                     {"emetrics", t.emetrics ? ChunkToJson(*t.emetrics) : Json(nullptr)},
-                     {"final_metrics", final_points}});
+    Json task = {{"job_id", t.job_id},
+                 {"phase", PhaseName(t.phase)},
+                 {"started_at", OptToJson(t.started_at)},
+                 {"finished_at", OptToJson(t.finished_at)},
+                 {"exit_code", OptToJson(t.exit_code)},
+                 {"signal", OptToJson(t.signal)},
+                 {"reason", t.reason},
+                 {"log", t.log ? ChunkToJson(*t.log) : Json(nullptr)},
+                 {"emetrics", t.emetrics ? ChunkToJson(*t.emetrics) : Json(nullptr)},
+                 {"final_metrics", final_points}};
+    if (!t.artifacts.empty()) {
+      Json artifacts = Json::array();
+      for (const auto& a : t.artifacts) {
+        artifacts.push_back({{"path", a.path}, {"package_id", a.package_id}, {"size", a.size}});
+      }
+      task["artifacts"] = std::move(artifacts);
+    }
+    tasks.push_back(std::move(task));
   }
   return {{"tasks", tasks}};
 }
@@ -301,6 +350,9 @@ absl::StatusOr<AgentReport> AgentReportFromJson(const Json& j) {
     }
     if (t.contains("final_metrics")) {
       KILN_ASSIGN_OR_RETURN(r.final_metrics, PointsFromJson(t["final_metrics"]));
+    }
+    if (t.contains("artifacts")) {
+      KILN_ASSIGN_OR_RETURN(r.artifacts, ArtifactsFromJson(t["artifacts"]));
     }
     m.tasks.push_back(std::move(r));
   }

@@ -104,6 +104,10 @@ struct TaskReport {
   std::optional<OutputChunk> log;
   std::optional<OutputChunk> emetrics;
   std::vector<store::MetricPoint> final_metrics;  // val_dict_list.json, with kExited
+  // With kExited: the files under $RESULT_DIR/model/ the agent uploaded as packages
+  // ("artifacts": [{"path": "model/model.pt", "package_id": ..., "size": N}]; job_id and
+  // created_at unused). Absent from older agents' reports.
+  std::vector<store::ArtifactRecord> artifacts;
 };
 
 struct AgentReport {

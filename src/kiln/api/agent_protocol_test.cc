@@ -189,6 +189,52 @@ TEST(AgentProtocolTest, AgentReportSurvivesARoundTrip) {
   EXPECT_EQ(back.tasks[3].phase, TaskPhase::kLost);
 }
 
+TEST(AgentProtocolTest, ExitReportCarriesArtifacts) {
+  TaskReport exited;
+  exited.job_id = 8;
+  exited.phase = TaskPhase::kExited;
+  exited.exit_code = 0;
+  exited.artifacts = {{0, "model/model.pt", "sha256-aa", 1234, 0},
+                      {0, "model/signature.json", "sha256-bb", 56, 0}};
+  TaskReport running;
+  running.job_id = 9;
+  AgentReport report{{exited, running}};
+  Json wire = OverTheWire(ToJson(report));
+  // Only reports that have artifacts mention them.
+  EXPECT_FALSE(wire["tasks"][1].contains("artifacts"));
+  KILN_ASSERT_OK_AND_ASSIGN(AgentReport back, AgentReportFromJson(wire));
+  ASSERT_THAT(back.tasks[0].artifacts, SizeIs(2));
+  EXPECT_EQ(back.tasks[0].artifacts[0].path, "model/model.pt");
+  EXPECT_EQ(back.tasks[0].artifacts[0].package_id, "sha256-aa");
+  EXPECT_EQ(back.tasks[0].artifacts[0].size, 1234);
+  EXPECT_EQ(back.tasks[0].artifacts[1].path, "model/signature.json");
+  EXPECT_THAT(back.tasks[1].artifacts, IsEmpty());
+}
+
+TEST(AgentProtocolTest, ArtifactsOutsideTheModelFolderAreRefused) {
+  auto report_with = [](Json artifact) {
+    return Json{{"tasks", Json::array({{{"job_id", 1},
+                                        {"phase", "EXITED"},
+                                        {"artifacts", Json::array({artifact})}}})}};
+  };
+  for (const char* path : {"model.pt", "/model/x", "model/../x", "model//x", "model/./x", "model/",
+                           "result/model/x"}) {
+    EXPECT_THAT(
+        AgentReportFromJson(report_with({{"path", path}, {"package_id", "sha256-a"}, {"size", 1}})),
+        StatusIs(kInvalid, HasSubstr("under model/")))
+        << path;
+  }
+  EXPECT_THAT(AgentReportFromJson(report_with({{"path", "model/a"}, {"size", 1}})),
+              StatusIs(kInvalid, HasSubstr("\"package_id\"")));
+  EXPECT_THAT(
+      AgentReportFromJson(report_with({{"path", "model/a"}, {"package_id", "p"}, {"size", -1}})),
+      StatusIs(kInvalid, HasSubstr("negative size")));
+  EXPECT_THAT(AgentReportFromJson(report_with("model/a")),
+              StatusIs(kInvalid, HasSubstr("each artifact")));
+  KILN_EXPECT_OK(AgentReportFromJson(
+      report_with({{"path", "model/sub/a.bin"}, {"package_id", "p"}, {"size", 0}})));
+}
+
 TEST(AgentProtocolTest, ReportReplySurvivesARoundTrip) {
   ReportReply reply;
   reply.tasks[7] = {{100, 20}, false};
