@@ -2,7 +2,8 @@
 # Runs the Kiln benchmarks with small default sizes (a few minutes on 2 cores).
 # Builds nothing. Usage: bench/run_all.sh BUILD_DIR
 #   BUILD_DIR must hold bin/kilnd, bin/kiln-shim, bin/kiln-agent and, for the metrics
-#   benchmark, bin/bench_metrics_ingest (skipped with a note when it is missing).
+#   benchmark, bin/bench_metrics_ingest, for the serving benchmark bin/kiln-serve (each
+#   skipped with a note when it is missing).
 # Full sizes: see bench/README.md.
 set -euo pipefail
 if [[ $# -ne 1 ]]; then
@@ -26,6 +27,13 @@ echo; echo "### submit_latency (small: 50 sequential jobs, 200 jobs for throughp
 
 echo; echo "### elastic (smoke: elastic_bench.py all --quick; tuned torchrun and Kiln, 1 run each)"
 /usr/bin/python3 "$here/elastic/elastic_bench.py" all --quick --build-dir "$build"
+
+echo; echo "### serving (smoke: serving_bench.py all --quick; kiln-serve, Flask, gunicorn, master)"
+if [[ -x $build/bin/kiln-serve ]] && command -v wrk >/dev/null; then
+  /usr/bin/python3 "$here/serving/serving_bench.py" all --quick --build-dir "$build"
+else
+  echo "skipped: needs $build/bin/kiln-serve (a torch build) and wrk (scripts/install-deps.sh)"
+fi
 
 echo; echo "### metrics_ingest (small: 200,000 points)"
 if [[ -x $build/bin/bench_metrics_ingest ]]; then

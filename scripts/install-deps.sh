@@ -16,6 +16,7 @@ packages=(
   python3-torch python3-numpy python3-pytest dataset-fashion-mnist python3-optuna python3-cmaes python3-requests
   # tools the tests and benchmarks drive
   curl procps
+  wrk python3-flask gunicorn
 )
 
 missing=()
