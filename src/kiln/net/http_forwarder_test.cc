@@ -1,0 +1,294 @@
+// http_forwarder_test.cc
+//
+// HttpForwarder against real HttpServers on loopback (pass-through, keep-alive reuse,
+// the connection cap, timeouts, closed servers) and one scripted server that drops a
+// kept-alive connection after reading a request, to show the fresh-connection retry.
+
+#include "kiln/net/http_forwarder.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/write.hpp>
+#include <future>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kiln/net/http_server.h"
+
+namespace kiln::net {
+namespace {
+
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+using ::testing::HasSubstr;
+
+// A real HttpServer on its own io thread. Handlers may park their Responders in `held`;
+// they are dropped before the io_context goes.
+class TestServer {
+ public:
+  explicit TestServer(Router router) {
+    auto server = HttpServer::Create(io_, HttpServerOptions{}, std::move(router));
+    EXPECT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+  ~TestServer() {
+    Stop();
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      held.clear();
+    }
+    io_.stop();
+    thread_.join();
+  }
+  int port() const { return server_->port(); }
+  void Stop() { server_->Stop(); }
+
+  std::mutex mu;
+  std::vector<Responder> held;
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_ = asio::make_work_guard(io_);
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+};
+
+struct Result {
+  absl::StatusOr<HttpResponse> response;
+  bool retryable = false;
+};
+
+// Forwards and blocks for the callback.
+Result ForwardAndWait(HttpForwarder& forwarder, int port, std::shared_ptr<ForwardRequest> request,
+                      std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+  std::promise<Result> promise;
+  forwarder.Forward("127.0.0.1", port, std::move(request), timeout,
+                    [&](absl::StatusOr<HttpResponse> response, bool retryable) {
+                      promise.set_value(Result{std::move(response), retryable});
+                    });
+  return promise.get_future().get();
+}
+
+std::shared_ptr<ForwardRequest> Post(std::string target, std::string body) {
+  auto request = std::make_shared<ForwardRequest>();
+  request->target = std::move(target);
+  request->body = std::move(body);
+  return request;
+}
+
+Router EchoRouter() {
+  Router router;
+  router.Add("POST", "/echo", [](HttpRequest& req, Responder res) {
+    HttpResponse response;
+    response.body = absl::StrCat(req.Header("x-kiln-serve-secret"), "|", req.body);
+    response.content_type = "text/plain";
+    res.Send(std::move(response));
+  });
+  router.Add("POST", "/bad", [](HttpRequest&, Responder res) {
+    HttpResponse response;
+    response.status = 400;
+    response.body = R"({"error": "expected image: float32[784]"})";
+    res.Send(std::move(response));
+  });
+  return router;
+}
+
+TEST(HttpForwarderTest, PassesStatusContentTypeBodyAndExtraHeaders) {
+  TestServer server(EchoRouter());
+  HttpForwarder forwarder;
+  auto request = Post("/echo", "hello");
+  request->headers.emplace_back("X-Kiln-Serve-Secret", "s3cret");
+  Result ok = ForwardAndWait(forwarder, server.port(), request);
+  ASSERT_TRUE(ok.response.ok()) << ok.response.status();
+  EXPECT_EQ(ok.response->status, 200);
+  EXPECT_EQ(ok.response->content_type, "text/plain");
+  EXPECT_EQ(ok.response->body, "s3cret|hello");
+
+  Result bad = ForwardAndWait(forwarder, server.port(), Post("/bad", "{}"));
+  ASSERT_TRUE(bad.response.ok()) << bad.response.status();
+  EXPECT_EQ(bad.response->status, 400);
+  EXPECT_EQ(bad.response->content_type, "application/json");
+  EXPECT_THAT(bad.response->body, HasSubstr("expected image"));
+  EXPECT_FALSE(bad.retryable);
+}
+
+TEST(HttpForwarderTest, ReusesOneKeptAliveConnectionForSequentialRequests) {
+  TestServer server(EchoRouter());
+  HttpForwarder forwarder;
+  for (int i = 0; i < 20; ++i) {
+    Result r = ForwardAndWait(forwarder, server.port(), Post("/echo", std::to_string(i)));
+    ASSERT_TRUE(r.response.ok()) << r.response.status();
+    EXPECT_EQ(r.response->body, absl::StrCat("|", i));
+  }
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 1u);
+}
+
+TEST(HttpForwarderTest, OpensConnectionsUnderLoadUpToTheCap) {
+  constexpr int kCap = 4;
+  Router router;
+  TestServer* server_ptr = nullptr;
+  // Answers only once kCap requests are in at the same time: that needs kCap connections.
+  router.Add("POST", "/gather", [&server_ptr](HttpRequest& req, Responder res) {
+    std::vector<Responder> release;
+    {
+      std::lock_guard<std::mutex> lock(server_ptr->mu);
+      server_ptr->held.push_back(res);
+      if (server_ptr->held.size() < kCap) return;
+      release.swap(server_ptr->held);
+    }
+    (void)req;
+    for (Responder& r : release) r.Send(HttpResponse{200, "text/plain", "done", {}});
+  });
+  TestServer server(std::move(router));
+  server_ptr = &server;
+  HttpForwarderOptions options;
+  options.max_connections_per_endpoint = kCap;
+  HttpForwarder forwarder(options);
+
+  constexpr int kRequests = 3 * kCap;
+  std::atomic<int> ok{0};
+  std::atomic<int> done{0};
+  std::promise<void> all_done;
+  for (int i = 0; i < kRequests; ++i) {
+    forwarder.Forward("127.0.0.1", server.port(), Post("/gather", "x"), std::chrono::seconds(20),
+                      [&](absl::StatusOr<HttpResponse> response, bool) {
+                        if (response.ok() && response->body == "done") ++ok;
+                        if (++done == kRequests) all_done.set_value();
+                      });
+  }
+  all_done.get_future().get();
+  EXPECT_EQ(ok.load(), kRequests);
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), static_cast<size_t>(kCap));
+}
+
+TEST(HttpForwarderTest, AClosedServerIsRetryableUnavailable) {
+  int port = 0;
+  {
+    TestServer server(EchoRouter());
+    port = server.port();
+  }
+  HttpForwarder forwarder;
+  Result r = ForwardAndWait(forwarder, port, Post("/echo", "x"));
+  ASSERT_FALSE(r.response.ok());
+  EXPECT_TRUE(absl::IsUnavailable(r.response.status())) << r.response.status();
+  EXPECT_THAT(std::string(r.response.status().message()), HasSubstr("cannot connect"));
+  EXPECT_TRUE(r.retryable);
+}
+
+TEST(HttpForwarderTest, APooledConnectionToAStoppedServerIsNotReusedAndTheErrorIsRetryable) {
+  HttpForwarder forwarder;
+  auto server = std::make_unique<TestServer>(EchoRouter());
+  int port = server->port();
+  ASSERT_TRUE(ForwardAndWait(forwarder, port, Post("/echo", "x")).response.ok());
+  server.reset();  // closes the pooled connection's other end and the listener
+  Result r = ForwardAndWait(forwarder, port, Post("/echo", "x"));
+  ASSERT_FALSE(r.response.ok());
+  EXPECT_TRUE(absl::IsUnavailable(r.response.status())) << r.response.status();
+  EXPECT_TRUE(r.retryable);
+}
+
+TEST(HttpForwarderTest, NoAnswerWithinTheTimeoutIsDeadlineExceededAndNotRetryable) {
+  Router router;
+  TestServer* server_ptr = nullptr;
+  router.Add("POST", "/silent", [&server_ptr](HttpRequest&, Responder res) {
+    std::lock_guard<std::mutex> lock(server_ptr->mu);
+    server_ptr->held.push_back(res);
+  });
+  TestServer server(std::move(router));
+  server_ptr = &server;
+  HttpForwarder forwarder;
+  Result r = ForwardAndWait(forwarder, server.port(), Post("/silent", "x"),
+                            std::chrono::milliseconds(200));
+  ASSERT_FALSE(r.response.ok());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(r.response.status())) << r.response.status();
+  EXPECT_FALSE(r.retryable);
+}
+
+TEST(HttpForwarderTest, StopCancelsWhatIsInFlight) {
+  Router router;
+  TestServer* server_ptr = nullptr;
+  std::promise<void> arrived;
+  router.Add("POST", "/silent", [&](HttpRequest&, Responder res) {
+    std::lock_guard<std::mutex> lock(server_ptr->mu);
+    server_ptr->held.push_back(res);
+    arrived.set_value();
+  });
+  TestServer server(std::move(router));
+  server_ptr = &server;
+  HttpForwarder forwarder;
+  std::promise<Result> result;
+  forwarder.Forward("127.0.0.1", server.port(), Post("/silent", "x"), std::chrono::seconds(30),
+                    [&](absl::StatusOr<HttpResponse> response, bool retryable) {
+                      result.set_value(Result{std::move(response), retryable});
+                    });
+  arrived.get_future().get();
+  forwarder.Stop();
+  Result r = result.get_future().get();
+  EXPECT_TRUE(absl::IsCancelled(r.response.status())) << r.response.status();
+
+  // After Stop, Forward answers Cancelled at once.
+  Result late = ForwardAndWait(forwarder, server.port(), Post("/silent", "x"));
+  EXPECT_TRUE(absl::IsCancelled(late.response.status()));
+}
+
+// Reads one request head (through the blank line); "" when the client closed first.
+std::string ReadHead(tcp::socket& socket) {
+  std::string head;
+  char c;
+  boost::system::error_code ec;
+  while (head.find("\r\n\r\n") == std::string::npos) {
+    if (asio::read(socket, asio::buffer(&c, 1), ec) != 1) return "";
+    head += c;
+  }
+  return head;
+}
+
+TEST(HttpForwarderTest, AKeptAliveConnectionDroppedAfterTheRequestIsRetriedOnAFreshOne) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  int port = acceptor.local_endpoint().port();
+  auto ok = [](std::string_view body) {
+    return absl::StrCat("HTTP/1.1 200 OK\r\nContent-Length: ", body.size(), "\r\n\r\n",
+                        std::string(body));
+  };
+  std::thread script([&] {
+    boost::system::error_code ec;
+    tcp::socket first = acceptor.accept(ec);
+    ReadHead(first);
+    std::string a = ok("a");
+    asio::write(first, asio::buffer(a), ec);
+    // The second request arrives on the kept-alive connection; drop it unanswered, as a
+    // server closing an idle connection at that moment would.
+    ReadHead(first);
+    first.close();
+    tcp::socket second = acceptor.accept(ec);
+    ReadHead(second);
+    std::string b = ok("b");
+    asio::write(second, asio::buffer(b), ec);
+    ReadHead(second);  // until the client closes
+  });
+  {
+    HttpForwarder forwarder;
+    auto get = std::make_shared<ForwardRequest>();
+    get->method = "GET";
+    get->target = "/x";
+    Result first = ForwardAndWait(forwarder, port, get);
+    ASSERT_TRUE(first.response.ok()) << first.response.status();
+    EXPECT_EQ(first.response->body, "a");
+    Result second = ForwardAndWait(forwarder, port, get);
+    ASSERT_TRUE(second.response.ok()) << second.response.status();
+    EXPECT_EQ(second.response->body, "b");
+  }
+  script.join();
+}
+
+}  // namespace
+}  // namespace kiln::net
