@@ -294,7 +294,8 @@ class Bench:
                    "--signature", os.path.join(self.model_dir(model), "signature.json"),
                    "--name", f"bench-{model}", "--port", str(port),
                    "--threads", str(self.opts.threads), "--max-batch-size", str(max_batch),
-                   "--max-queue-delay-us", str(self.opts.max_queue_delay_us)]
+                   "--max-queue-delay-us", str(self.opts.max_queue_delay_us),
+                   *self.opts.serve_args.split()]
         env = dict(os.environ, **PINNED)
         for key in ("KILN_MASTER", "KILN_TOKEN", "KILN_JOB_ID", "KILN_DEPLOYMENT_ID",
                     "KILN_SERVE_SECRET"):
@@ -328,7 +329,8 @@ class Bench:
         env = dict(os.environ, **PINNED, SERVING_MODEL_DIR=self.model_dir(model))
         server = ServerProcess(f"gunicorn-{model}", [
             PYTHON, gunicorn, "--chdir", HERE, "--workers", str(self.opts.gunicorn_workers),
-            "--worker-class", "gthread", "--threads", str(self.opts.gunicorn_threads),
+            "--worker-class", self.opts.gunicorn_worker_class,
+            "--threads", str(self.opts.gunicorn_threads),
             "--bind", f"127.0.0.1:{port}", "--log-level", "warning",
             "gunicorn_app:application"], env, self.work)
         try:
@@ -501,7 +503,11 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=64,
                         help="kiln-serve's batching on (off is 1)")
     parser.add_argument("--max-queue-delay-us", type=int, default=200)
+    parser.add_argument("--serve-args", default="",
+                        help="extra kiln-serve flags for the direct runs, e.g. '--io-threads 2'")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
+    parser.add_argument("--gunicorn-worker-class", default="gthread",
+                        help="gthread keeps connections alive; sync closes each one")
     parser.add_argument("--gunicorn-threads", type=int, default=4)
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: 2 s per point, 1 s warm-up, 1 s in-process")
@@ -525,7 +531,9 @@ def main() -> None:
           f"load average {load_average()}; models {','.join(opts.models)}; wrk -t1 "
           f"-c{{{','.join(map(str, opts.concurrency))}}} -d{opts.duration:g}s; payload "
           f"{len(bench.body)} bytes; kiln-serve --threads {opts.threads} --max-batch-size "
-          f"{opts.max_batch_size} (off: 1) --max-queue-delay-us {opts.max_queue_delay_us}")
+          f"{opts.max_batch_size} (off: 1) --max-queue-delay-us {opts.max_queue_delay_us} "
+          f"{opts.serve_args}; gunicorn -w {opts.gunicorn_workers} -k "
+          f"{opts.gunicorn_worker_class} --threads {opts.gunicorn_threads}")
     try:
         for model in opts.models:
             for side in sides:
