@@ -901,6 +901,7 @@ bool DecodeWatsonMl(Decoder& d, const Signature& signature, const DecodeLimits& 
     if (key != "input_data") return d.Skip();
     if (have_data) return DuplicateKey(d, key);
     have_data = true;
+    for (InputAccumulator& input : inputs) input.MarkSeen();  // rows carry every input
     if (d.Peek() != '[') {
       return d.Fail(R"("input_data" must be an array of {"fields": [...], "values": [...]})");
     }
