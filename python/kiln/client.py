@@ -547,6 +547,109 @@ class Client:
             target += f"/versions/{int(version)}"
         return self._request("DELETE", target)
 
+    # ---- deployments --------------------------------------------------------------
+
+    def deploy(self, name: str, model: Union[int, str], version: Optional[int] = None,
+               replicas: int = 1, slots: Optional[int] = None,
+               max_batch_size: Optional[int] = None,
+               max_queue_delay_us: Optional[int] = None, wait: bool = False,
+               timeout: Optional[float] = None) -> dict[str, Any]:
+        """Deploys ``version`` (default: the latest) of registered model ``model`` on
+        ``replicas`` kiln-serve replicas and returns the deployment record (state
+        PENDING). With ``wait``, blocks until every replica serves (see
+        `wait_deployment`)."""
+        body: dict[str, Any] = {"name": name, "model": str(model), "replicas": replicas}
+        for key, value in (("version", version), ("slots", slots),
+                           ("max_batch_size", max_batch_size),
+                           ("max_queue_delay_us", max_queue_delay_us)):
+            if value is not None:
+                body[key] = value
+        record = self._request("POST", "/api/v1/deployments", json_body=body)
+        return self.wait_deployment(record["id"], timeout=timeout) if wait else record
+
+    def deployment(self, name: Union[int, str]) -> dict[str, Any]:
+        """Returns deployment ``name`` (or id): ``state`` (PENDING, READY, UPDATING,
+        FAILED, STOPPED), ``reason``, ``model``, ``version``, ``spec`` (replicas, slots,
+        batching), ``ready_replicas``, ``replicas`` (``job_id``, ``version``,
+        ``address``, ``state``), ``signature`` and ``endpoints``."""
+        return self._request("GET", f"/api/v1/deployments/{_quote(name)}")
+
+    def deployments(self) -> list[dict[str, Any]]:
+        """Returns your deployments (an admin's: everyone's)."""
+        return self._request("GET", "/api/v1/deployments").get("deployments", [])
+
+    def update_deployment(self, name: Union[int, str], version: Optional[int] = None,
+                          replicas: Optional[int] = None,
+                          max_batch_size: Optional[int] = None,
+                          max_queue_delay_us: Optional[int] = None, wait: bool = False,
+                          timeout: Optional[float] = None) -> dict[str, Any]:
+        """Changes a deployment. A new ``version`` (or batching) rolls out replica by
+        replica without dropping requests; a version that fails to load is rolled back
+        (state READY on the old version, ``reason`` says why). With ``wait``, blocks
+        until the rollout is over and raises `KilnError` if it was rolled back."""
+        body = {key: value for key, value in (
+            ("version", version), ("replicas", replicas), ("max_batch_size", max_batch_size),
+            ("max_queue_delay_us", max_queue_delay_us)) if value is not None}
+        record = self._request("PATCH", f"/api/v1/deployments/{_quote(name)}",
+                               json_body=body)
+        if not wait:
+            return record
+        return self.wait_deployment(record["id"], version=version, timeout=timeout)
+
+    def delete_deployment(self, name: Union[int, str]) -> dict[str, Any]:
+        """Deletes a deployment: it leaves routing at once, its replicas drain and stop,
+        then the record goes. Returns the record in state STOPPED."""
+        return self._request("DELETE", f"/api/v1/deployments/{_quote(name)}")
+
+    def predict(self, deployment: Union[int, str], inputs: Any) -> dict[str, Any]:
+        """Scores ``inputs`` on a deployment through the master (the native payload):
+        ``{"image": rows}`` for named inputs or a list of sample rows for a one-input
+        model; a ``torch.Tensor`` or anything with ``tolist()`` is converted. Returns
+        ``{"model", "version", "outputs": {"name": rows}}``. `KilnError` 400 names what
+        does not match the signature."""
+        if hasattr(inputs, "tolist") and not isinstance(inputs, (list, dict)):
+            inputs = inputs.tolist()
+        elif isinstance(inputs, Mapping):
+            inputs = {k: (v.tolist() if hasattr(v, "tolist") else v)
+                      for k, v in inputs.items()}
+        return self._request("POST", f"/api/v1/deployments/{_quote(deployment)}/predict",
+                             json_body={"inputs": inputs})
+
+    def wait_deployment(self, name: Union[int, str], version: Optional[int] = None,
+                        timeout: Optional[float] = None, poll: float = 0.5) -> dict[str, Any]:
+        """Blocks until the deployment is READY on ``version`` (default: any) with every
+        replica ready; returns its record.
+
+        Raises
+        ------
+        KilnError
+            If it is FAILED or STOPPED, or a rollout to ``version`` was rolled back.
+        TimeoutError
+            If ``timeout`` seconds pass first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.deployment(name)
+            state = record.get("state")
+            if state in ("FAILED", "STOPPED") or (
+                    version is not None and record.get("version") != version
+                    and state != "UPDATING"):
+                raise KilnError(f"deployment {record.get('name')} {state} on version "
+                                f"{record.get('version')}: {record.get('reason')}",
+                                code="FAILED_PRECONDITION")
+            want = (record.get("spec") or {}).get("replicas", 1)
+            replicas = record.get("replicas") or []
+            if (state == "READY" and record.get("ready_replicas", 0) >= want
+                    and all(r.get("state") == "READY"
+                            and r.get("version") == record.get("version")
+                            for r in replicas)):
+                return record
+            if deadline is not None and time.monotonic() + poll > deadline:
+                raise TimeoutError(f"deployment {name} still {state} after {timeout} s "
+                                   f"({record.get('ready_replicas', 0)}/{want} replicas "
+                                   f"ready)")
+            time.sleep(poll)
+
     # ---- logs -------------------------------------------------------------------
 
     def logs(self, id: Union[int, str], follow: bool = False,
