@@ -141,6 +141,72 @@ struct ByteSink {
   }
 };
 
+// A JSON number as significand * 10^exp10, gathered while its grammar is checked.
+// `exact` stays true while the significand holds every digit (at most 19).
+struct Decimal {
+  uint64_t significand = 0;
+  int64_t exp10 = 0;
+  int digits = 0;
+  bool negative = false;
+  bool exact = true;
+
+  void AddDigit(char c, bool fraction) {
+    if (significand == 0 && c == '0') {  // leading zeros carry no precision
+      if (fraction) --exp10;
+      return;
+    }
+    if (digits == 19) {
+      exact = false;  // from_chars rounds this one
+      return;
+    }
+    significand = significand * 10 + static_cast<uint64_t>(c - '0');
+    ++digits;
+    if (fraction) --exp10;
+  }
+
+  // Clinger's fast path: a significand below 2^53 and a power of ten up to 10^22 are
+  // both exact doubles, so one multiplication or division rounds correctly.
+  bool ToDouble(double& out) const {
+    static constexpr double kPow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                        1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                        1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+    if (!exact) return false;
+    if (significand == 0) {
+      out = negative ? -0.0 : 0.0;
+      return true;
+    }
+    if (significand > (uint64_t{1} << 53) || exp10 < -22 || exp10 > 22) return false;
+    double d = static_cast<double>(significand);
+    d = exp10 < 0 ? d / kPow10[-exp10] : d * kPow10[exp10];
+    out = negative ? -d : d;
+    return true;
+  }
+
+  // For float32 inputs: with x87's 64-bit significand, any 19-digit significand and
+  // 10^27 are exact, so one operation rounds to 64 bits and the cast to 24. This covers
+  // the 17-digit numbers Python's json writes for float32 values, which miss the double
+  // fast path. Rounding twice can differ from rounding once only within 2^-40 (relative)
+  // of a float32 midpoint.
+  bool ToFloat(float& out) const {
+    if constexpr (std::numeric_limits<long double>::digits >= 64) {
+      static constexpr long double kPow10[] = {1e0L,  1e1L,  1e2L,  1e3L,  1e4L,  1e5L,  1e6L,
+                                               1e7L,  1e8L,  1e9L,  1e10L, 1e11L, 1e12L, 1e13L,
+                                               1e14L, 1e15L, 1e16L, 1e17L, 1e18L, 1e19L, 1e20L,
+                                               1e21L, 1e22L, 1e23L, 1e24L, 1e25L, 1e26L, 1e27L};
+      if (!exact || exp10 < -27 || exp10 > 27) return false;
+      long double d = static_cast<long double>(significand);
+      d = exp10 < 0 ? d / kPow10[-exp10] : d * kPow10[exp10];
+      out = static_cast<float>(negative ? -d : d);
+      return std::isfinite(out);  // an overflow takes the slow path and its message
+    } else {
+      double d;
+      if (!ToDouble(d)) return false;
+      out = static_cast<float>(d);
+      return true;
+    }
+  }
+};
+
 // The scanner over one body and the first error it met. Every parse step returns false
 // on error after recording the message; callers add context on the way out.
 class Decoder {
@@ -317,11 +383,17 @@ class Decoder {
   }
 
   // Scans a JSON number at the scanner: [b, e) is its text; `integral` when it has
-  // neither a fraction nor an exponent.
+  // neither a fraction nor an exponent. On the way it gathers the decimal's significand
+  // and exponent (last_decimal_) so that Convert can often skip std::from_chars.
   bool NumberToken(const char*& b, const char*& e, bool& integral) {
     b = p_;
     const char* q = p_;
-    if (q < end_ && *q == '-') ++q;
+    Decimal& dec = last_decimal_;
+    dec = Decimal{};
+    if (q < end_ && *q == '-') {
+      dec.negative = true;
+      ++q;
+    }
     if (q >= end_ || !IsDigit(*q)) {
       p_ = q;
       return JsonFail("expected a digit");
@@ -329,7 +401,7 @@ class Decoder {
     if (*q == '0') {
       ++q;
     } else {
-      while (q < end_ && IsDigit(*q)) ++q;
+      while (q < end_ && IsDigit(*q)) dec.AddDigit(*q++, false);
     }
     integral = true;
     if (q < end_ && *q == '.') {
@@ -339,17 +411,23 @@ class Decoder {
         p_ = q;
         return JsonFail("expected a digit after '.'");
       }
-      while (q < end_ && IsDigit(*q)) ++q;
+      while (q < end_ && IsDigit(*q)) dec.AddDigit(*q++, true);
     }
     if (q < end_ && (*q == 'e' || *q == 'E')) {
       integral = false;
       ++q;
-      if (q < end_ && (*q == '+' || *q == '-')) ++q;
+      bool negative_exponent = false;
+      if (q < end_ && (*q == '+' || *q == '-')) negative_exponent = *q++ == '-';
       if (q >= end_ || !IsDigit(*q)) {
         p_ = q;
         return JsonFail("expected a digit in the exponent");
       }
-      while (q < end_ && IsDigit(*q)) ++q;
+      int64_t exponent = 0;
+      while (q < end_ && IsDigit(*q)) {
+        if (exponent < 100000) exponent = exponent * 10 + (*q - '0');
+        ++q;
+      }
+      dec.exp10 += negative_exponent ? -exponent : exponent;
     }
     e = q;
     p_ = q;
@@ -433,6 +511,12 @@ class Decoder {
   template <typename T>
   bool Convert(const char* b, const char* e, bool integral, T& out) {
     if constexpr (std::is_same_v<T, float> || std::is_same_v<T, double>) {
+      // Most numbers take a fast path (see Decimal); the rest, std::from_chars.
+      if constexpr (std::is_same_v<T, float>) {
+        if (last_decimal_.ToFloat(out)) return true;
+      } else {
+        if (last_decimal_.ToDouble(out)) return true;
+      }
       auto [ptr, ec] = std::from_chars(b, e, out);
       if (ec == std::errc() && ptr == e) return std::isfinite(out) || NotFinite();
       if (ec == std::errc::result_out_of_range) {
@@ -502,6 +586,7 @@ class Decoder {
   size_t elements_ = 0;
   std::string error_;
   std::string scratch_;
+  Decimal last_decimal_;
 };
 
 // Reads one nested array value (or a bare scalar) of T into a ByteSink and records the
