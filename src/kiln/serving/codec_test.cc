@@ -3,9 +3,11 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <charconv>
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <random>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -364,6 +366,71 @@ TEST(DTypeDecodeTest, RefusesValuesThatDoNotFit) {
   EXPECT_THAT(one("float32", "1"),
               "OK");  // ints into floats
   EXPECT_THAT(one("int32", "1.5"), EndsWith("; expected x: int32[1]"));
+}
+
+// The fast paths must give the same bits as std::from_chars, the reference.
+template <typename T>
+void ExpectSameAsFromChars(const std::vector<std::string>& numbers, DType dtype) {
+  Signature signature = MakeSignature(
+      absl::StrCat(
+          R"({"inputs": [{"name": "x", "dtype": ")", std::string(DTypeName(dtype)),
+          R"(", "shape": [-1]}], "outputs": [{"name": "y", "dtype": "float32", "shape": [1]}]})")
+          .c_str());
+  auto request = DecodeRequest(Dialect::kNative,
+                               absl::StrCat(R"({"inputs": [[)", absl::StrJoin(numbers, ","), "]]}"),
+                               signature);
+  ASSERT_TRUE(request.ok()) << request.status();
+  std::vector<T> values = Values<T>(request->inputs[0]);
+  ASSERT_EQ(values.size(), numbers.size());
+  for (size_t i = 0; i < numbers.size(); ++i) {
+    T expected;
+    auto [ptr, ec] =
+        std::from_chars(numbers[i].data(), numbers[i].data() + numbers[i].size(), expected);
+    ASSERT_EQ(ec, std::errc()) << numbers[i];
+    ASSERT_EQ(std::memcmp(&values[i], &expected, sizeof(T)), 0)
+        << numbers[i] << " gave " << values[i] << ", from_chars " << expected;
+  }
+}
+
+TEST(DTypeDecodeTest, FastNumberPathsMatchFromChars) {
+  std::mt19937_64 rng(7);
+  std::vector<std::string> floats;
+  std::vector<std::string> doubles;
+  char buf[64];
+  auto print = [&](auto value) {
+    auto [ptr, ec] = std::to_chars(buf, buf + sizeof(buf), value);
+    return std::string(buf, ptr);
+  };
+  for (int i = 0; i < 20000; ++i) {
+    uint32_t bits = static_cast<uint32_t>(rng());
+    float f;
+    std::memcpy(&f, &bits, 4);
+    if (!std::isfinite(f)) continue;
+    floats.push_back(print(f));                       // shortest float32
+    floats.push_back(print(static_cast<double>(f)));  // as Python's json writes it
+    // Up to 9 significant digits at assorted exponents (some take from_chars).
+    int digits = 1 + static_cast<int>(rng() % 9);
+    uint64_t significand = rng() % static_cast<uint64_t>(std::pow(10, digits));
+    int exponent = static_cast<int>(rng() % 56) - 30;  // 1e9 * 1e25 fits a float32
+    floats.push_back(absl::StrCat(rng() % 2 ? "-" : "", significand, "e", exponent));
+    floats.push_back(absl::StrCat("0.", std::string(rng() % 5, '0'), significand));
+    uint64_t dbits = rng();
+    double d;
+    std::memcpy(&d, &dbits, 8);
+    if (std::isfinite(d)) doubles.push_back(print(d));
+    uint64_t wide = rng() % 10000000000000000ull;  // up to 16 digits
+    doubles.push_back(absl::StrCat(wide, "e", static_cast<int>(rng() % 51) - 25));
+    doubles.push_back(absl::StrCat("-", wide % 1000, ".", wide));
+  }
+  floats.push_back("3.4028235e38");
+  floats.push_back("1e-45");
+  floats.push_back("16777217");
+  floats.push_back("-0");
+  doubles.push_back("9007199254740993");
+  doubles.push_back("1.7976931348623157e308");
+  doubles.push_back("4.9e-324");
+  ExpectSameAsFromChars<float>(floats, DType::kFloat32);
+  ExpectSameAsFromChars<double>(doubles, DType::kFloat64);
 }
 
 // ---- Shapes ----
