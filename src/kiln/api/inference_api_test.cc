@@ -111,11 +111,11 @@ class InferenceApiTest : public ::testing::Test {
     ASSERT_TRUE(opened.ok()) << opened.status();
     store_ = std::move(opened).value();
     auth_ = std::make_unique<auth::Authenticator>(*store_, base::SystemClock::Get());
-    auto alice = auth_->CreateUser("alice", "alice-pw", false);
+    auto alice = auth_->CreateUser("alice", "alice-password", false);
     ASSERT_TRUE(alice.ok()) << alice.status();
     alice_id_ = alice->id;
-    ASSERT_TRUE(auth_->CreateUser("bob", "bob-pw", false).ok());
-    ASSERT_TRUE(auth_->CreateUser("root", "root-pw", true).ok());
+    ASSERT_TRUE(auth_->CreateUser("bob", "bob-password", false).ok());
+    ASSERT_TRUE(auth_->CreateUser("root", "root-password", true).ok());
   }
 
   void StartMaster(InferenceApiOptions options = {}) {
@@ -199,7 +199,7 @@ TEST_F(InferenceApiTest, NativePredictReachesAReplicaWithTheSecretAndPassesItsAn
   FakeReplicaServer replica("r1");
   routes_.Put(Route(7, "digits", {{70, replica.port()}}));
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   for (const char* key : {"7", "digits"}) {
     auto response = alice->Request("POST", absl::StrCat("/api/v1/deployments/", key, "/predict"),
                                    R"({"inputs": [[1, 2, 3, 4]]})");
@@ -227,18 +227,18 @@ TEST_F(InferenceApiTest, OnlyTheOwnerOrAnAdminMayPredictAndUnknownDeploymentsAre
   ASSERT_TRUE(no_auth.ok());
   EXPECT_EQ(no_auth->status, 401);
 
-  auto bob = Client("bob", "bob-pw");
+  auto bob = Client("bob", "bob-password");
   auto other = bob->Request("POST", "/api/v1/deployments/7/predict", "{}");
   ASSERT_TRUE(other.ok());
   EXPECT_EQ(other->status, 404);
   EXPECT_THAT(other->body, HasSubstr("no deployment \\\"7\\\""));
 
-  auto root = Client("root", "root-pw");
+  auto root = Client("root", "root-password");
   auto admin = root->Request("POST", "/api/v1/deployments/digits/predict", "{}");
   ASSERT_TRUE(admin.ok());
   EXPECT_EQ(admin->status, 200);
 
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   auto unknown = alice->Request("POST", "/api/v1/deployments/nope/predict", "{}");
   ASSERT_TRUE(unknown.ok());
   EXPECT_EQ(unknown->status, 404);
@@ -250,7 +250,7 @@ TEST_F(InferenceApiTest, SpreadsRequestsOverReadyReplicas) {
   FakeReplicaServer b("b");
   routes_.Put(Route(7, "digits", {{70, a.port()}, {71, b.port()}}));
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   for (int i = 0; i < 20; ++i) {
     auto response = alice->Request("POST", "/api/v1/deployments/7/predict", "{}");
     ASSERT_TRUE(response.ok());
@@ -267,7 +267,7 @@ TEST_F(InferenceApiTest, AnUnreachableReplicaIsRetriedOnAnotherAndReported) {
   FakeReplicaServer alive("alive");
   routes_.Put(Route(7, "digits", {{70, DeadPort()}, {71, alive.port()}}));
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   for (int i = 0; i < 10; ++i) {
     auto response = alice->Request("POST", "/api/v1/deployments/7/predict", "{}");
     ASSERT_TRUE(response.ok());
@@ -286,7 +286,7 @@ TEST_F(InferenceApiTest, AnUnreachableReplicaIsRetriedOnAnotherAndReported) {
 TEST_F(InferenceApiTest, NoReplicaAnsweringIs503NamingTheLastError) {
   routes_.Put(Route(7, "digits", {{70, DeadPort()}, {71, DeadPort()}}));
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   auto response = alice->Request("POST", "/api/v1/deployments/7/predict", "{}");
   ASSERT_TRUE(response.ok());
   EXPECT_EQ(response->status, 503);
@@ -304,7 +304,7 @@ TEST_F(InferenceApiTest, NoReadyReplicaIs503SayingWhyFromTheState) {
   failed.reason = "the model does not accept its signature";
   routes_.Put(failed);
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   auto starting = alice->Request("POST", "/api/v1/deployments/starting/predict", "{}");
   ASSERT_TRUE(starting.ok());
   EXPECT_EQ(starting->status, 503);
@@ -323,7 +323,7 @@ TEST_F(InferenceApiTest, WatsonMlPredictionsPassThroughWithTheirPath) {
   FakeReplicaServer replica("r1");
   routes_.Put(Route(7, "digits", {{70, replica.port()}}));
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   auto response = alice->Request("POST", "/ml/v4/deployments/7/predictions?version=2020-09-01",
                                  R"({"input_data": [{"values": [[1, 2, 3, 4]]}]})");
   ASSERT_TRUE(response.ok());
@@ -343,7 +343,7 @@ TEST_F(InferenceApiTest, KserveInferMetadataAndReadinessByDeploymentName) {
   pending.state = "PENDING";
   routes_.Put(pending);
   StartMaster();
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
 
   auto infer = alice->Request("POST", "/v2/models/digits/infer", R"({"inputs": []})");
   ASSERT_TRUE(infer.ok());
@@ -395,7 +395,7 @@ TEST_F(InferenceApiTest, ABodyOverTheLimitIs413) {
   InferenceApiOptions options;
   options.max_body_bytes = 1024;
   StartMaster(options);
-  auto alice = Client("alice", "alice-pw");
+  auto alice = Client("alice", "alice-password");
   auto response = alice->Request("POST", "/api/v1/deployments/7/predict", std::string(4096, ' '));
   ASSERT_TRUE(response.ok());
   EXPECT_EQ(response->status, 413);
@@ -413,7 +413,7 @@ TEST_F(InferenceApiTest, ConcurrentClientsAllGetAnswersAndCountsReturnToZero) {
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&] {
-      auto alice = Client("alice", "alice-pw");
+      auto alice = Client("alice", "alice-password");
       for (int i = 0; i < kEach; ++i) {
         auto response = alice->Request("POST", "/api/v1/deployments/7/predict", "{}");
         if (response.ok() && response->status == 200) ++ok;
