@@ -3,6 +3,9 @@
 // prediction routes with dynamic batching, and drains gracefully on SIGTERM. Under a
 // Kiln agent it tells the master when it is ready (or why it failed). Flags are parsed
 // here and nowhere else.
+#include <dlfcn.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
@@ -14,6 +17,7 @@
 #include <future>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -130,6 +134,24 @@ absl::StatusOr<kiln::serving::Signature> ReadSignature(const std::string& path) 
   return parsed;
 }
 
+// OpenBLAS picks its kernels from the CPU's family and model, which some VMs mask; it
+// then falls back to its oldest x86-64 kernels ("Prescott", SSE3), about 4x slower on the
+// matrix sizes a served MLP multiplies. When that happened on a CPU with AVX2 or AVX-512,
+// re-execute with OPENBLAS_CORETYPE set (OpenBLAS reads it only when it loads). Returns
+// when there is nothing to fix or the exec failed (the model then runs, only slower).
+void UseFastBlasKernels(char** argv) {
+  if (std::getenv("OPENBLAS_CORETYPE") != nullptr) return;
+  using CoreName = char* (*)();
+  auto core_name = reinterpret_cast<CoreName>(dlsym(RTLD_DEFAULT, "openblas_get_corename"));
+  if (core_name == nullptr || std::string_view(core_name()) != "Prescott") return;
+  const char* core = __builtin_cpu_supports("avx512f") ? "SkylakeX"
+                     : __builtin_cpu_supports("avx2")  ? "Haswell"
+                                                       : nullptr;
+  if (core == nullptr) return;
+  setenv("OPENBLAS_CORETYPE", core, 1);
+  execv("/proc/self/exe", argv);
+}
+
 int DefaultThreads() {
   const int slots = std::atoi(Env("KILN_SLOTS").c_str());
   return slots > 0 ? slots : 1;
@@ -138,6 +160,7 @@ int DefaultThreads() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  UseFastBlasKernels(argv);
   CLI::App app{
       "kiln-serve: serves one TorchScript model over HTTP (native /api/v1/predict, Watson ML "
       "/ml/v4/deployments/{id}/predictions, KServe v2 /v2/models/{name}/infer, /metrics) with "
