@@ -118,7 +118,22 @@ bool ShapeMatches(const std::vector<int64_t>& spec, const std::vector<int64_t>& 
   return true;
 }
 
-std::string Quote(std::string_view s) { return absl::StrCat("\"", std::string(s), "\""); }
+// Outside text quoted back in a message: at most `max_bytes` (cut at a character
+// boundary), and invalid UTF-8 replaced by '?', so the message is always valid text.
+std::string Quote(std::string_view s, size_t max_bytes = 2 * kMaxQuoted) {
+  std::string text(s);
+  if (text.size() > max_bytes) {
+    size_t cut = max_bytes;
+    while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+    text = text.substr(0, cut) + "...";
+  }
+  if (!IsValidUtf8(text)) {
+    for (char& c : text) {
+      if (static_cast<unsigned char>(c) >= 0x80) c = '?';
+    }
+  }
+  return absl::StrCat("\"", text, "\"");
+}
 
 // A packed little-endian buffer that grows geometrically; `used` bytes are valid.
 struct ByteSink {
@@ -460,8 +475,7 @@ class Decoder {
     if (c == 'n' && Literal("null")) return Fail("null is not a number");
     if (c == '"') {
       if (!String(scratch_)) return false;
-      return Fail(
-          absl::StrCat("the string ", Quote(scratch_.substr(0, kMaxQuoted)), " is not a number"));
+      return Fail(absl::StrCat("the string ", Quote(scratch_, kMaxQuoted), " is not a number"));
     }
     if (c == '{') return Fail("an object is not a number");
     p_ = start;
@@ -785,7 +799,7 @@ std::string InputNames(const Signature& signature) {
 }
 
 bool UnknownInput(Decoder& d, const Signature& signature, std::string_view name) {
-  return d.Fail(absl::StrCat("unknown input ", Quote(name.substr(0, 2 * kMaxQuoted)),
+  return d.Fail(absl::StrCat("unknown input ", Quote(name),
                              " (the model's inputs: ", InputNames(signature), ")"));
 }
 
@@ -1125,7 +1139,7 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   if (have_datatype) {
     std::optional<DType> dtype = ParseDType(datatype);
     if (!dtype || *dtype != spec.dtype) {
-      return d.Fail(absl::StrCat(context, "datatype ", Quote(datatype.substr(0, kMaxQuoted)),
+      return d.Fail(absl::StrCat(context, "datatype ", Quote(datatype, kMaxQuoted),
                                  " does not match the model's ",
                                  std::string(KserveDatatype(spec.dtype))));
     }
@@ -1248,7 +1262,7 @@ bool DecodeKserve(Decoder& d, const Signature& signature, const DecodeLimits& li
           std::vector<std::string> names;
           for (const TensorSpec& spec : signature.outputs) names.push_back(spec.name);
           return d.Fail(absl::StrCat(
-              "requested output ", Quote(name.substr(0, 2 * kMaxQuoted)),
+              "requested output ", Quote(name),
               " is not an output of the model (outputs: ", absl::StrJoin(names, ", "), ")"));
         }
         for (const std::string& seen : request.requested_outputs) {

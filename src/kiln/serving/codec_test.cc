@@ -537,6 +537,19 @@ TEST(MalformedDecodeTest, InvalidJsonNamesTheByteOffset) {
               HasSubstr("bad escape in a string"));
 }
 
+TEST(MalformedDecodeTest, QuotedTextInMessagesIsValidUtf8) {
+  Signature signature = MakeSignature(kImageSignature);
+  std::string message =
+      DecodeError(Dialect::kNative, "{\"inputs\": {\"bad\xff\xfe\u00e9name\": [1]}}", signature);
+  EXPECT_THAT(message, HasSubstr("unknown input \"bad????name\"")) << message;
+  EXPECT_THAT(DecodeError(Dialect::kKserveV2, "{\"id\": \"\xff\", \"inputs\": []}", signature),
+              HasSubstr("\"id\" must be valid UTF-8 of at most 1024 bytes"));
+  std::string long_name(200, 'x');
+  message = DecodeError(Dialect::kNative,
+                        absl::StrCat(R"({"inputs": {")", long_name, R"(": [1]}})"), signature);
+  EXPECT_THAT(message, HasSubstr(absl::StrCat("unknown input \"", std::string(80, 'x'), "...\"")));
+}
+
 TEST(MalformedDecodeTest, EveryTruncationIsRefusedCleanly) {
   Signature signature = MakeSignature(kTwoInputSignature);
   const std::string bodies[] = {
