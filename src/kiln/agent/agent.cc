@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "kiln/agent/artifacts.h"
 #include "kiln/agent/gpu_discovery.h"
 #include "kiln/agent/package.h"
 #include "kiln/agent/task_log.h"
@@ -37,6 +39,10 @@ using base::Json;
 constexpr size_t kMaxChunkBytes = 512 << 10;
 constexpr char kDoneMarker[] = "reported";
 constexpr char kLaunchErrorFile[] = "launch_error";
+constexpr char kArtifactsFile[] = "artifacts.json";
+// How long a task's exit waits for its artifacts to upload while the master keeps failing
+// (it restarts, its disk is full) before the exit is reported without them.
+constexpr int64_t kArtifactRetryMicros = int64_t{5} * 60 * 1'000'000;
 // Variables of the agent's own environment that tasks must not inherit.
 constexpr const char* kSecretVariables[] = {"KILN_PASSWORD", "KILN_ADMIN_PASSWORD",
                                             "KILN_AGENT_TOKEN", "KILN_USER", "KILN_TOKEN"};
@@ -55,6 +61,40 @@ std::string SelfDir() {
   std::error_code ec;
   auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
   return ec ? "." : exe.parent_path().string();
+}
+
+Json ArtifactsToJson(const std::vector<store::ArtifactRecord>& artifacts) {
+  Json out = Json::array();
+  for (const auto& a : artifacts) {
+    out.push_back({{"path", a.path}, {"package_id", a.package_id}, {"size", a.size}});
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<store::ArtifactRecord>> ArtifactsFromJson(const Json& j) {
+  std::vector<store::ArtifactRecord> out;
+  if (!j.is_array()) return absl::DataLossError("artifacts.json is not a list");
+  for (const Json& a : j) {
+    store::ArtifactRecord r;
+    KILN_ASSIGN_OR_RETURN(r.path, base::GetString(a, "path"));
+    KILN_ASSIGN_OR_RETURN(r.package_id, base::GetString(a, "package_id"));
+    KILN_ASSIGN_OR_RETURN(r.size, base::GetInt(a, "size"));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// Appends the agent's own lines to a task's output log (after the task's shim has
+// exited, so nobody else writes it), where they ship like the task's stderr.
+void AppendAgentLines(const std::string& task_dir, const std::vector<std::string>& lines) {
+  if (lines.empty()) return;
+  std::ofstream log(task_dir + "/" + kOutputLogFile, std::ios::app | std::ios::binary);
+  int64_t now = base::SystemClock::Get().NowMicros();
+  for (const std::string& line : lines) {
+    std::string text = absl::StrCat("kiln-agent: ", line);
+    std::replace(text.begin(), text.end(), '\n', ' ');
+    log << FormatLogRecord(now, 'e', text);
+  }
 }
 
 store::MetricPoint ToStorePoint(const tracking::MetricPoint& p) {
@@ -322,6 +362,12 @@ std::map<std::string, std::string> Agent::TaskEnvironment(const api::TaskSpec& s
   env["MKL_NUM_THREADS"] = slots;
   env["OMP_WAIT_POLICY"] = "PASSIVE";
   for (const auto& [k, v] : spec.env) env[k] = v;
+  // The Kiln tools (kiln-serve, kiln-train, kiln) resolve to the build this agent is
+  // part of: for the agent inside kilnd that is kilnd's folder.
+  auto path = env.find("PATH");
+  env["PATH"] = path == env.end() || path->second.empty()
+                    ? absl::StrCat(SelfDir(), ":/usr/local/bin:/usr/bin:/bin")
+                    : absl::StrCat(SelfDir(), ":", path->second);
   env["KILN_MASTER"] = options_.master_url;
   env["KILN_SLOTS"] = slots;
   env["RESULT_DIR"] = dir + "/result";
@@ -454,6 +500,75 @@ void Agent::MarkDone(int64_t job_id) {
   }
 }
 
+// ---------------------------------------------------------------- artifacts
+
+void Agent::UploadArtifactsOfExitedTasks(net::HttpClient& client) {
+  std::vector<std::pair<int64_t, std::string>> pending;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, task] : tasks_) {
+      if (task.artifacts_ready || !task.launch_error.empty() || !task.offsets_known) continue;
+      pending.emplace_back(id, task.dir);
+    }
+  }
+  for (const auto& [id, dir] : pending) {
+    if (stopping_) return;
+    auto status = InspectTask(dir);
+    if (!status.ok() || status->liveness != TaskLiveness::kExited) continue;
+    std::vector<store::ArtifactRecord> artifacts;
+    absl::Status s = absl::OkStatus();
+    auto saved = base::ReadFile(dir + "/" + kArtifactsFile);
+    if (saved.ok()) {
+      // Uploaded by an earlier agent process (or an earlier loop) already.
+      auto parsed = base::ParseJson(*saved);
+      s = parsed.status();
+      if (s.ok()) {
+        auto list = ArtifactsFromJson(*parsed);
+        s = list.status();
+        if (s.ok()) artifacts = *std::move(list);
+      }
+    }
+    if (!saved.ok() || !s.ok()) {
+      ArtifactScan scan = ScanArtifacts(dir + "/result");
+      std::vector<std::string> warnings = scan.warnings;
+      auto uploaded = UploadArtifacts(client, scan, warnings);
+      if (!uploaded.ok()) {
+        int64_t now = base::MonotonicMicros();
+        bool give_up = false;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          auto it = tasks_.find(id);
+          if (it == tasks_.end()) continue;
+          if (!it->second.artifacts_failing_since) it->second.artifacts_failing_since = now;
+          give_up = now - *it->second.artifacts_failing_since > kArtifactRetryMicros;
+        }
+        if (!give_up) {
+          spdlog::debug("agent: job {}: artifact upload failed ({}); retrying", id,
+                        uploaded.status().ToString());
+          continue;
+        }
+        spdlog::warn("agent: job {}: giving up uploading its artifacts: {}", id,
+                     uploaded.status().ToString());
+        warnings.push_back(absl::StrCat("the files under model/ could not be uploaded (",
+                                        uploaded.status().message(), "); not kept"));
+      } else {
+        artifacts = *std::move(uploaded);
+      }
+      for (const std::string& w : warnings) spdlog::warn("agent: job {}: {}", id, w);
+      AppendAgentLines(dir, warnings);
+      (void)base::WriteFileAtomically(dir + "/" + kArtifactsFile,
+                                      base::DumpJson(ArtifactsToJson(artifacts)));
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = tasks_.find(id);
+      if (it == tasks_.end()) continue;
+      it->second.artifacts = std::move(artifacts);
+      it->second.artifacts_ready = true;
+    }
+  }
+}
+
 // ---------------------------------------------------------------- reporting
 
 bool Agent::BuildReport(api::AgentReport& report) {
@@ -520,8 +635,9 @@ bool Agent::BuildReport(api::AgentReport& report) {
       case TaskLiveness::kExited:
         // The shim writes exit.json after the last output, so complete files mean
         // everything the task printed is in this report.
-        if (log_complete && metrics_complete && status->exit) {
+        if (log_complete && metrics_complete && status->exit && task.artifacts_ready) {
           r.phase = api::TaskPhase::kExited;
+          r.artifacts = task.artifacts;
           r.exit_code = status->exit->exit_code;
           r.signal = status->exit->signal;
           r.finished_at = status->exit->finished_at;
@@ -582,6 +698,7 @@ void Agent::ReportLoop() {
     if (stopping_) break;
     ReapExitedShims();
     if (!registered_) continue;
+    UploadArtifactsOfExitedTasks(*client);
     api::AgentReport report;
     if (!BuildReport(report)) continue;
     auto resp = client->PostJson(absl::StrCat("/api/v1/agents/", options_.agent_id, "/report"),

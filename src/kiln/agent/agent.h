@@ -63,6 +63,12 @@ class Agent {
     bool running_reported = false;
     std::string launch_error;
     std::optional<int64_t> kill_after;  // monotonic µs when SIGKILL follows SIGTERM
+    // The files under result/model/, uploaded after the task exited and before its exit
+    // is reported (artifacts.h). Kept in the task folder too, so a restarted agent does
+    // not upload them again.
+    bool artifacts_ready = false;
+    std::vector<store::ArtifactRecord> artifacts;
+    std::optional<int64_t> artifacts_failing_since;  // monotonic µs of the first failure
   };
 
   explicit Agent(AgentOptions options) : options_(std::move(options)) {}
@@ -73,6 +79,9 @@ class Agent {
   absl::Status PrepareTask(net::HttpClient& client, const api::TaskSpec& spec,
                            const std::string& dir);
   void Kill(int64_t job_id, int64_t grace_ms);
+  // Uploads the artifacts of every task that has exited and has not had them uploaded.
+  // Runs on the report thread without holding mu_ (uploads can be large).
+  void UploadArtifactsOfExitedTasks(net::HttpClient& client);
   // Builds one report for every task with news; returns false if there is nothing to say.
   bool BuildReport(api::AgentReport& report);
   void ApplyReply(const api::ReportReply& reply);

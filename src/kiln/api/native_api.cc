@@ -168,6 +168,19 @@ void NativeApi::Register(net::Router& router) {
   router.Add("GET", "/api/v1/jobs/{id}/events", bind(&NativeApi::JobEvents));
   router.Add("GET", "/api/v1/jobs/{id}/logs", bind(&NativeApi::JobLogs));
   router.Add("GET", "/api/v1/jobs/{id}/metrics", bind(&NativeApi::GetMetrics));
+  router.Add("GET", "/api/v1/jobs/{id}/artifacts", [this](HttpRequest& req, Responder res) {
+    KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
+    KILN_API_ASSIGN(int64_t id, PathId(req));
+    KILN_API_ASSIGN(auto artifacts, jobs_.ListArtifacts(who, id));
+    Json out = Json::array();
+    for (const store::ArtifactRecord& a : artifacts) {
+      out.push_back({{"path", a.path},
+                     {"package_id", a.package_id},
+                     {"size", a.size},
+                     {"created_at", base::FormatIso8601(a.created_at)}});
+    }
+    SendJson(res, 200, {{"job_id", id}, {"artifacts", out}});
+  });
   router.Add("POST", "/api/v1/jobs/{id}/metrics", bind(&NativeApi::PostMetrics), json_body);
   router.Add("GET", "/api/v1/agents", bind(&NativeApi::ListAgents));
   router.Add("POST", "/api/v1/agents/register", bind(&NativeApi::AgentRegister), json_body);
@@ -266,7 +279,8 @@ void NativeApi::ListUsers(HttpRequest& req, Responder res) {
 
 void NativeApi::UploadPackage(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(auth::Principal who, Authenticate(req));
-  if (!who.is_user())
+  // Agents upload the artifacts their tasks leave (agent/artifacts.h).
+  if (!who.is_user() && who.kind != auth::Principal::Kind::kAgent)
     return SendError(res, absl::PermissionDeniedError("tasks cannot upload packages"));
   KILN_API_ASSIGN(store::PackageRecord p, StorePackage(store_, options_.data_dir,
                                                        req.Query("name").value_or(""), req.body));

@@ -164,6 +164,12 @@ absl::StatusOr<JobRecord> JobController::GetJob(const auth::Principal& who, int6
   return record;
 }
 
+absl::StatusOr<std::vector<store::ArtifactRecord>> JobController::ListArtifacts(
+    const auth::Principal& who, int64_t job_id) {
+  KILN_RETURN_IF_ERROR(GetJob(who, job_id).status());
+  return store_.ListArtifacts(job_id);
+}
+
 absl::StatusOr<std::vector<JobRecord>> JobController::ListJobs(const auth::Principal& who,
                                                                store::JobFilter filter) {
   if (!who.is_user()) return absl::PermissionDeniedError("tasks cannot list jobs");
@@ -557,6 +563,23 @@ absl::StatusOr<api::TaskAck> JobController::ApplyTaskReport(const std::string& a
     }
   }
   ack.offsets = OffsetsOf(id);
+
+  // Artifacts come with the exit, before the final state is stored: a resent report (lost
+  // reply, master restart) replaces the same set. A distributed job keeps those of worker 0
+  // (rank 0 saves the model), under the parent too.
+  if (report.phase == api::TaskPhase::kExited && output_ok && !report.artifacts.empty()) {
+    std::vector<store::ArtifactRecord> artifacts = report.artifacts;
+    const int64_t now = clock_.NowMicros();
+    for (store::ArtifactRecord& a : artifacts) {
+      a.job_id = id;
+      a.created_at = now;
+    }
+    KILN_RETURN_IF_ERROR(store_.PutArtifacts(id, artifacts));
+    if (parent && stored->worker_index == 0) {
+      for (store::ArtifactRecord& a : artifacts) a.job_id = *parent;
+      KILN_RETURN_IF_ERROR(store_.PutArtifacts(*parent, artifacts));
+    }
+  }
 
   auto it = active_.find(id);
   if (it == active_.end()) {

@@ -65,6 +65,10 @@ class JobController {
                                                          store::JobFilter filter);
   absl::StatusOr<LogPage> GetLogs(const auth::Principal& who, int64_t job_id, int64_t after,
                                   int limit);
+  // The files the job's task left under $RESULT_DIR/model/ (a distributed job: those of
+  // its worker 0), as its agent reported them with the exit. NotFound as GetJob.
+  absl::StatusOr<std::vector<store::ArtifactRecord>> ListArtifacts(const auth::Principal& who,
+                                                                   int64_t job_id);
   // Stores a native metrics batch (docs/api.md). Returns the number of points accepted
   // (0 for a duplicate batch).
   absl::StatusOr<int> IngestMetrics(const auth::Principal& who, int64_t job_id,
