@@ -734,6 +734,10 @@ class InputAccumulator {
       resolved = std::move(dims);
     } else if (sample_elements_ >= 0 && dims.size() <= 1 && count == sample_elements_) {
       resolved = spec_.shape;  // flat
+    } else if (dims.empty() && sample_elements_ > 1) {
+      return d.Fail(absl::StrCat(Context(), "is a single number, expected ", sample_elements_,
+                                 " values (shape ", DescribeShape(spec_.shape),
+                                 "): each sample is an array, so one sample is sent as [[...]]"));
     } else if (sample_elements_ >= 0 && count != sample_elements_) {
       return d.Fail(absl::StrCat(Context(), "has ", count, " values, expected ", sample_elements_,
                                  " (shape ", DescribeShape(spec_.shape), ")"));

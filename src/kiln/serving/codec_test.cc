@@ -178,6 +178,16 @@ TEST(WatsonMlDecodeTest, WrongValueCountHasTheDocumentedMessage) {
             "expected image: float32[1,28,28]");
 }
 
+TEST(WatsonMlDecodeTest, AnUnwrappedSampleGetsAHint) {
+  Signature signature = MakeSignature(kImageSignature);
+  EXPECT_EQ(
+      DecodeError(Dialect::kWatsonMl,
+                  absl::StrCat(R"({"input_data":[{"values":[)", Floats(784), "]}]}"), signature),
+      "input \"image\": sample 0 is a single number, expected 784 values (shape "
+      "[1,28,28]): each sample is an array, so one sample is sent as [[...]]; expected "
+      "image: float32[1,28,28]");
+}
+
 TEST(WatsonMlDecodeTest, WrongNestingSaysBothShapes) {
   Signature signature = MakeSignature(kImageSignature);
   std::vector<std::string> rows;
