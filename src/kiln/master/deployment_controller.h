@@ -129,7 +129,8 @@ class DeploymentController {
     std::optional<int64_t> retire_at;  // retiring: out of routing, stopped at this time
     bool stop_sent = false;
     int64_t unroutable_until = 0;
-    std::string failure;  // from ReplicaFailed
+    std::string failure;     // from ReplicaFailed
+    int64_t generation = 0;  // the knobs' generation it was started with
   };
   // What the deployment's spec_json holds besides the DeploymentSpec's knobs.
   struct Knobs {
@@ -145,8 +146,8 @@ class DeploymentController {
     store::DeploymentRecord record;
     Knobs knobs;
     std::string model_name;
-    std::map<int64_t, Replica> replicas;            // live replica jobs by id
-    std::map<int64_t, int64_t> replica_generation;  // job id -> knobs generation at start
+    std::string signature_json;           // of record.version
+    std::map<int64_t, Replica> replicas;  // live replica jobs by id
     int restarts_without_ready = 0;
     bool ever_ready = false;  // some replica of the current version was ready
     int next_index = 1;

@@ -112,10 +112,12 @@ absl::Status JobController::Transition(ActiveJob& job, std::string type, std::st
 
 // ---------------------------------------------------------------- users
 
-absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobSpec spec) {
+absl::StatusOr<JobRecord> JobController::Submit(const auth::Principal& who, JobSpec spec,
+                                                std::optional<int64_t> deployment_id) {
   KILN_RETURN_IF_ERROR(CheckSubmittable(who, spec));
   JobRecord record;
   record.name = spec.name;
+  record.deployment_id = deployment_id;
   record.user_id = who.user_id;
   record.username = who.username;
   record.state = JobState::kQueued;

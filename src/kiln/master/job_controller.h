@@ -50,7 +50,9 @@ class JobController {
 
   // ---- users ----
   // Queues a job. FailedPrecondition when no registered agent could ever run it.
-  absl::StatusOr<store::JobRecord> Submit(const auth::Principal& who, JobSpec spec);
+  // `deployment_id`: the job is a scoring replica of that deployment (DeploymentController).
+  absl::StatusOr<store::JobRecord> Submit(const auth::Principal& who, JobSpec spec,
+                                          std::optional<int64_t> deployment_id = std::nullopt);
   // The checks Submit makes before storing anything, for callers that must refuse a
   // request up front (an experiment whose trials could never run): PermissionDenied for a
   // task, FailedPrecondition when no registered agent could ever run `spec`, NotFound for

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/agent/agent.h"
+#include "kiln/api/deployments_api.h"
 #include "kiln/api/elastic_api.h"
 #include "kiln/api/experiments_api.h"
 #include "kiln/api/native_api.h"
@@ -22,10 +23,12 @@
 #include "kiln/base/files.h"
 #include "kiln/base/random.h"
 #include "kiln/base/status.h"
+#include "kiln/master/deployment_controller.h"
 #include "kiln/master/elastic_controller.h"
 #include "kiln/master/experiment_controller.h"
 #include "kiln/master/job_controller.h"
 #include "kiln/net/http_server.h"
+#include "kiln/serving/routing_table.h"
 #include "kiln/store/sqlite_store.h"
 #include "spdlog/spdlog.h"
 
@@ -39,9 +42,14 @@ struct Master::Impl {
   std::unique_ptr<JobController> jobs;
   std::unique_ptr<ExperimentController> experiments;
   std::unique_ptr<ElasticController> elastic;
+  // Where predictions may go: written by the deployment controller, read by the
+  // prediction routes.
+  std::unique_ptr<serving::RoutingTable> routes;
+  std::unique_ptr<DeploymentController> deployments;
   std::unique_ptr<api::NativeApi> api;
   std::unique_ptr<api::ExperimentsApi> experiments_api;
   std::unique_ptr<api::ElasticApi> elastic_api;
+  std::unique_ptr<api::DeploymentsApi> deployments_api;
   std::unique_ptr<api::WmlaApi> wmla_api;
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<agent::Agent> local_agent;
@@ -100,6 +108,11 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->elastic = std::make_unique<ElasticController>(*impl->store, *impl->jobs,
                                                       base::SystemClock::Get(), elastic_options);
   KILN_RETURN_IF_ERROR(impl->elastic->Recover());
+  impl->routes = std::make_unique<serving::RoutingTable>();
+  impl->deployments = std::make_unique<DeploymentController>(
+      *impl->store, *impl->jobs, *impl->routes, base::SystemClock::Get(),
+      DeploymentControllerOptions{});
+  KILN_RETURN_IF_ERROR(impl->deployments->Recover());
   // JobController fires these from inside its own calls (a kill ends a queued job at once):
   // posted, so the experiment driver runs after that call returns and never re-enters it.
   Impl* m = impl.get();
@@ -107,6 +120,7 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
     boost::asio::post(m->io, [m, job_id]() {
       m->experiments->OnJobEnded(job_id);
       m->elastic->OnJobEnded(job_id);
+      m->deployments->OnJobEnded(job_id);
     });
   });
   impl->jobs->SetJobStartedObserver([m](int64_t job_id) {
@@ -128,6 +142,8 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->elastic_api =
       std::make_unique<api::ElasticApi>(impl->io, *impl->store, *impl->auth, *impl->elastic);
   impl->elastic_api->Register(router);
+  impl->deployments_api = std::make_unique<api::DeploymentsApi>(*impl->auth, *impl->deployments);
+  impl->deployments_api->Register(router);
   api::WmlaApiOptions wmla_options;
   wmla_options.data_dir = options.data_dir;
   impl->wmla_api = std::make_unique<api::WmlaApi>(*impl->store, *impl->auth, *impl->jobs,
@@ -182,6 +198,7 @@ void Master::Run() {
     m.jobs->SweepAgents();
     m.experiments->Tick();
     m.elastic->Tick();
+    m.deployments->Tick();
     m.sweep_timer->expires_after(std::chrono::seconds(1));
     m.sweep_timer->async_wait([&m](const boost::system::error_code& ec) {
       if (!ec) m.sweep();
