@@ -1,0 +1,275 @@
+"""Kiln's Watson ML v4 dialect end to end (shared/reference/wmla-api.md §3.5): a real kilnd
+with its local agent, called as IBM's CPD 3.5 notebooks call WML (Bearer token from
+/v1/preauth/validateAuth, ``?version=``, ``?space_id=``), with real training code in ZIPs.
+
+The small trainings are a few lines of Python writing emetrics lines, so each takes well
+under a second; the whole notebook flow (train Fashion-MNIST, store, deploy, score) runs
+the example script examples/fashion_mnist/wml/wml_flow.py when kiln-serve is built.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ADMIN_PASSWORD, BIN, PYTHON, ROOT, wait_for
+
+V = "version=2020-08-01"
+
+TRAIN_SCRIPT = r'''
+import json, os, sys, time
+args = sys.argv[1:]
+if "--sleep" in args:
+    time.sleep(float(args[args.index("--sleep") + 1]))
+if "--fail" in args:
+    sys.exit("failing as asked")
+with open(os.path.join(os.environ["LOG_DIR"], "evaluation-metrics.txt"), "a") as f:
+    for it in (1, 2):
+        f.write(json.dumps({
+            "meta": {"training_id": "t", "time": 1590084048447, "rindex": it},
+            "grouplabel": "test",
+            "etimes": {"iteration": {"type": 2, "value": str(it)}},
+            "values": {"accuracy": {"type": 3, "value": str(70 + it)},
+                       "loss": {"type": 3, "value": str(1.0 / it)}}}) + "\n")
+print("DATA_DIR", os.environ.get("DATA_DIR"), "cwd", os.path.basename(os.getcwd()))
+'''
+
+
+def code_zip(folder: str = "") -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr(f"{folder}train_small.py", TRAIN_SCRIPT)
+    return buf.getvalue()
+
+
+class Wml:
+    """Raw WML calls through the test client: Bearer token, ?version= on every call."""
+
+    def __init__(self, client, token: str):
+        self.client = client
+        self.token = token
+
+    def __call__(self, method: str, path: str, body=None, raw: bytes = None, token=True):
+        sep = "&" if "?" in path else "?"
+        headers = {"Authorization": f"Bearer {self.token}"} if token else {}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            data = raw
+            headers["Content-Type"] = "application/zip"
+        return self.client.raw(method, f"{path}{sep}{V}", body=data, headers=headers, auth=False)
+
+
+@pytest.fixture
+def wml(client):
+    basic = base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
+    code, body = client.raw("GET", "/v1/preauth/validateAuth",
+                            headers={"Authorization": f"Basic {basic}"}, auth=False)
+    assert code == 200, body
+    assert body["accessToken"] == body["token"]
+    return Wml(client, body["accessToken"])
+
+
+def assert_wml_error(code: int, body, status: int, *needles: str):
+    assert code == status, body
+    assert body["status_code"] == status
+    assert isinstance(body["trace"], str)
+    message = body["errors"][0]["message"]
+    for needle in needles:
+        assert needle in message, message
+
+
+def new_space(wml) -> str:
+    code, space = wml("POST", "/v2/spaces", {"name": "test space"})
+    assert code == 201, space
+    return space["metadata"]["id"]
+
+
+def new_definition(wml, space_id: str, command: str, folder: str = "") -> str:
+    code, d = wml("POST", "/ml/v4/model_definitions",
+                  {"name": "small", "space_id": space_id, "command": command,
+                   "platform": {"name": "python", "versions": ["3.11"]}, "version": "v1"})
+    assert code == 201, d
+    code, attached = wml("PUT", f"/ml/v4/model_definitions/{d['metadata']['id']}/model"
+                                f"?space_id={space_id}", raw=code_zip(folder))
+    assert code == 201, attached
+    assert attached["content_format"] == "native" and attached["persisted"] is True
+    assert attached["attachment_id"].startswith("sha256-")
+    return d["metadata"]["id"]
+
+
+def training_body(space_id: str, definition_id: str, data_path: str, **definition) -> dict:
+    return {"name": "small training", "space_id": space_id,
+            "training_data_references": [{"name": "in", "type": "fs", "connection": {},
+                                          "location": {"path": data_path}}],
+            "results_reference": {"type": "fs", "connection": {},
+                                  "location": {"path": f"spaces/{space_id}/assets/experiment"}},
+            "model_definition": {"id": definition_id, "hardware_spec": {"name": "S", "nodes": 1},
+                                 **definition}}
+
+
+def wait_training(wml, training_id: str, states=("completed", "failed", "canceled")) -> dict:
+    def poll():
+        code, t = wml("GET", f"/ml/v4/trainings/{training_id}")
+        assert code == 200, t
+        return t if t["entity"]["status"]["state"] in states else None
+    return wait_for(poll, timeout=60, what=f"training {training_id} to reach {states}")
+
+
+def test_token_spaces_and_errors(client, wml):
+    # The token works as a Bearer on Kiln's own routes too.
+    code, _ = client.raw("GET", "/api/v1/jobs", headers={"Authorization": f"Bearer {wml.token}"},
+                         auth=False)
+    assert code == 200
+    code, body = client.raw("POST", "/icp4d-api/v1/authorize", auth=False,
+                            body=json.dumps({"username": "admin",
+                                             "password": ADMIN_PASSWORD}).encode())
+    assert code == 200 and body["token"]
+    code, body = wml("GET", "/v1/preauth/validateAuth", token=False)
+    assert_wml_error(code, body, 401, "Basic")
+    code, body = wml("GET", "/v2/spaces", token=False)
+    assert_wml_error(code, body, 401)
+
+    space_id = new_space(wml)
+    code, space = wml("GET", f"/v2/spaces/{space_id}")
+    assert code == 200
+    assert space["entity"]["status"]["state"] == "active"
+    assert space["entity"]["name"] == "test space"
+    code, spaces = wml("GET", "/v2/spaces")
+    assert [s["metadata"]["id"] for s in spaces["resources"]] == [space_id]
+
+    code, body = wml("POST", "/v2/spaces", {"description": "no name"})
+    assert_wml_error(code, body, 400, "name: is required")
+    code, body = wml("GET", "/ml/v4/trainings?space_id=nope")
+    assert_wml_error(code, body, 404, "space_id nope", "POST /v2/spaces")
+    code, body = wml("POST", "/ml/v4/model_definitions", {"name": "d", "space_id": "nope"})
+    assert_wml_error(code, body, 404, "space_id nope")
+    code, body = wml("GET", "/ml/v4/model_definitions/nope")
+    assert_wml_error(code, body, 404, "model_definition nope")
+
+    code, _ = wml("DELETE", f"/v2/spaces/{space_id}")
+    assert code == 204
+    code, body = wml("GET", f"/v2/spaces/{space_id}")
+    assert_wml_error(code, body, 404)
+
+
+def test_code_upload_refuses_bad_zips(wml):
+    space_id = new_space(wml)
+    code, d = wml("POST", "/ml/v4/model_definitions",
+                  {"name": "d", "space_id": space_id, "command": "train_small.py"})
+    assert code == 201
+    def_id = d["metadata"]["id"]
+    # A training before the code is uploaded says how to upload it.
+    code, body = wml("POST", "/ml/v4/trainings", training_body(space_id, def_id, ""))
+    assert_wml_error(code, body, 409, f"PUT /ml/v4/model_definitions/{def_id}/model")
+
+    code, body = wml("PUT", f"/ml/v4/model_definitions/{def_id}/model", raw=b"just text")
+    assert_wml_error(code, body, 400, "not a usable ZIP")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("../escape.py", "print('x')")
+    code, body = wml("PUT", f"/ml/v4/model_definitions/{def_id}/model", raw=buf.getvalue())
+    assert_wml_error(code, body, 400, '".."')
+    code, body = wml("PUT", f"/ml/v4/model_definitions/{def_id}/model", raw=b"")
+    assert_wml_error(code, body, 400, "ZIP")
+
+
+def test_training_runs_and_reports_metrics(wml, tmp_path):
+    data = tmp_path / "dataset"
+    data.mkdir()
+    space_id = new_space(wml)
+    # The code inside a folder: the command runs in that folder, as WML runs it.
+    def_id = new_definition(wml, space_id, "train_small.py", folder="code/")
+    code, t = wml("POST", "/ml/v4/trainings", training_body(space_id, def_id, str(data)))
+    assert code == 201, t
+    training_id = t["metadata"]["id"]
+    assert t["entity"]["status"]["state"] in ("pending", "running", "completed")
+    assert t["metadata"]["space_id"] == space_id
+
+    done = wait_training(wml, training_id)
+    status = done["entity"]["status"]
+    assert status["state"] == "completed", status
+    assert status["running_at"] and status["completed_at"]
+    assert [m["iteration"] for m in status["metrics"]] == [1, 2]
+    assert status["metrics"][1]["ml_metrics"] == {"accuracy": 72.0, "loss": 0.5}
+    location = done["entity"]["results_reference"]["location"]
+    assert location["model"].endswith(f"/{training_id}/data/model")
+
+    logs = wml.client.all_logs(int(training_id))
+    assert any(f"DATA_DIR {data} cwd code" in line["text"] for line in logs), logs
+
+    code, listed = wml("GET", f"/ml/v4/trainings?space_id={space_id}&limit=1")
+    assert code == 200
+    assert listed["total_count"] == 1 and len(listed["resources"]) == 1
+
+
+def test_training_states_cancel_and_bad_requests(wml, tmp_path):
+    space_id = new_space(wml)
+    def_id = new_definition(wml, space_id, "train_small.py --fail")
+    code, t = wml("POST", "/ml/v4/trainings", training_body(space_id, def_id, ""))
+    assert code == 201, t
+    failed = wait_training(wml, t["metadata"]["id"])
+    assert failed["entity"]["status"]["state"] == "failed"
+    assert failed["entity"]["status"]["failure"]["errors"][0]["message"]
+
+    # The training's command overrides the definition's.
+    code, t = wml("POST", "/ml/v4/trainings",
+                  training_body(space_id, def_id, "", command="train_small.py --sleep 60"))
+    assert code == 201, t
+    sleeping = t["metadata"]["id"]
+    wait_training(wml, sleeping, states=("running",))
+    code, _ = wml("DELETE", f"/ml/v4/trainings/{sleeping}")
+    assert code == 204
+    assert wait_training(wml, sleeping)["entity"]["status"]["state"] == "canceled"
+    code, _ = wml("DELETE", f"/ml/v4/trainings/{sleeping}?hard_delete=true")
+    assert code == 204
+    code, body = wml("GET", f"/ml/v4/trainings/{sleeping}")
+    assert_wml_error(code, body, 404, "training")
+
+    code, body = wml("POST", "/ml/v4/trainings",
+                     training_body(space_id, def_id, "no-such-dataset-folder"))
+    assert_wml_error(code, body, 400, "training_data_references[0].location.path",
+                     "no-such-dataset-folder")
+    code, body = wml("POST", "/ml/v4/trainings", training_body(space_id, "nope", ""))
+    assert_wml_error(code, body, 404, "model_definition.id nope")
+    body = training_body(space_id, def_id, "")
+    body["model_definition"]["hardware_spec"]["nodes"] = 2
+    code, err = wml("POST", "/ml/v4/trainings", body)
+    assert_wml_error(code, err, 400, "hardware_spec.nodes")
+    # A model from a training that did not complete is refused, naming why.
+    code, err = wml("POST", "/ml/v4/models", {"name": "m", "training_id": failed["metadata"]["id"]})
+    assert code in (400, 409), err
+    code, err = wml("POST", "/ml/v4/models", {"name": "m"})
+    assert_wml_error(code, err, 400, "training_id")
+    code, err = wml("POST", "/ml/v4/deployments", {"name": "d", "asset": {"id": "nope"},
+                                                   "online": {}})
+    assert_wml_error(code, err, 404, "asset.id nope")
+    code, err = wml("POST", "/ml/v4/deployments", {"name": "d", "asset": {"id": "x"},
+                                                   "batch": {}})
+    assert_wml_error(code, err, 400, "online")
+
+
+@pytest.mark.skipif(not (BIN / "kiln-serve").exists(), reason="kiln-serve is not built (torch)")
+def test_notebook_flow_trains_deploys_and_scores(master):
+    """The example script: Fashion-MNIST trained, stored, deployed and scored over WML."""
+    script = ROOT / "examples" / "fashion_mnist" / "wml" / "wml_flow.py"
+    out = subprocess.run(
+        [PYTHON, str(script), "--url", master.url, "--user", "admin",
+         "--password", ADMIN_PASSWORD, "--train-limit", "1000", "--test-limit", "500",
+         "--score", "4"],
+        capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "6. training completed" in out.stdout
+    assert "   iteration 1:" in out.stdout
+    assert "content_import_state completed" in out.stdout
+    assert "online_url:" in out.stdout
+    assert out.stdout.count("10. predicted") == 4
+    assert "11. deleted" in out.stdout
