@@ -12,13 +12,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from conftest import ADMIN_PASSWORD, BIN, PYTHON, ROOT, wait_for
+from conftest import ADMIN_PASSWORD, BIN, PYTHON, ROOT, Master, wait_for
 
 V = "version=2020-08-01"
 
@@ -258,8 +259,19 @@ def test_training_states_cancel_and_bad_requests(wml, tmp_path):
 
 
 @pytest.mark.skipif(not (BIN / "kiln-serve").exists(), reason="kiln-serve is not built (torch)")
-def test_notebook_flow_trains_deploys_and_scores(master):
+def test_notebook_flow_trains_deploys_and_scores(tmp_path):
     """The example script: Fashion-MNIST trained, stored, deployed and scored over WML."""
+    # WML commands run `python3` from the agent's PATH: make it Debian's, which has torch,
+    # wherever the shell running pytest puts another python3 first.
+    master = Master(tmp_path / "master", env={"PATH": "/usr/bin:" + os.environ.get("PATH", "")})
+    master.start()
+    try:
+        run_example(master)
+    finally:
+        master.stop()
+
+
+def run_example(master):
     script = ROOT / "examples" / "fashion_mnist" / "wml" / "wml_flow.py"
     out = subprocess.run(
         [PYTHON, str(script), "--url", master.url, "--user", "admin",
