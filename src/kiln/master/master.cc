@@ -16,6 +16,7 @@
 #include "kiln/api/deployments_api.h"
 #include "kiln/api/elastic_api.h"
 #include "kiln/api/experiments_api.h"
+#include "kiln/api/inference_api.h"
 #include "kiln/api/native_api.h"
 #include "kiln/api/wmla_api.h"
 #include "kiln/auth/authenticator.h"
@@ -27,6 +28,7 @@
 #include "kiln/master/elastic_controller.h"
 #include "kiln/master/experiment_controller.h"
 #include "kiln/master/job_controller.h"
+#include "kiln/net/http_forwarder.h"
 #include "kiln/net/http_server.h"
 #include "kiln/serving/routing_table.h"
 #include "kiln/store/sqlite_store.h"
@@ -50,6 +52,10 @@ struct Master::Impl {
   std::unique_ptr<api::ExperimentsApi> experiments_api;
   std::unique_ptr<api::ElasticApi> elastic_api;
   std::unique_ptr<api::DeploymentsApi> deployments_api;
+  // Passes predictions on to replicas from its own io thread; stopped in ~Master before
+  // the prediction routes it calls back into are destroyed.
+  std::unique_ptr<net::HttpForwarder> forwarder;
+  std::unique_ptr<api::InferenceApi> inference_api;
   std::unique_ptr<api::WmlaApi> wmla_api;
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<agent::Agent> local_agent;
@@ -144,6 +150,15 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->elastic_api->Register(router);
   impl->deployments_api = std::make_unique<api::DeploymentsApi>(*impl->auth, *impl->deployments);
   impl->deployments_api->Register(router);
+  // Predictions leave this loop at once: it pays only auth, a route lookup and the
+  // hand-over; the forwarder's thread does the outgoing HTTP and the retries.
+  impl->forwarder = std::make_unique<net::HttpForwarder>();
+  impl->inference_api = std::make_unique<api::InferenceApi>(impl->io, *impl->auth, *impl->routes,
+                                                            *impl->forwarder);
+  impl->inference_api->SetReplicaUnreachableObserver([m](int64_t deployment_id, int64_t job_id) {
+    m->deployments->OnReplicaUnreachable(deployment_id, job_id);
+  });
+  impl->inference_api->Register(router);
   api::WmlaApiOptions wmla_options;
   wmla_options.data_dir = options.data_dir;
   impl->wmla_api = std::make_unique<api::WmlaApi>(*impl->store, *impl->auth, *impl->jobs,
@@ -173,6 +188,7 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
 Master::Master(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Master::~Master() {
+  if (impl_->forwarder) impl_->forwarder->Stop();
   if (impl_->local_agent) impl_->local_agent->Stop();
 }
 
