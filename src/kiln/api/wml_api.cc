@@ -462,9 +462,14 @@ void WmlApi::CreateTraining(HttpRequest& req, Responder res) {
     if (s.code() == absl::StatusCode::kFailedPrecondition) s = net::WithHttpStatus(s, 400);
     return SendWmlError(res, s);
   }
-  WML_ASSIGN(store::DialectObject obj, Store(who, wml::kTrainingKind, std::to_string(job->id),
-                                             space, {{"entity", std::move(request.entity)}}));
-  WML_ASSIGN(Json out, TrainingJson(who, obj));
+  auto obj = Store(who, wml::kTrainingKind, std::to_string(job->id), space,
+                   {{"entity", std::move(request.entity)}});
+  if (!obj.ok()) {
+    // Nothing half-made: a job no WML object points at would run unseen by the dialect.
+    (void)jobs_.Kill(who, job->id);
+    return SendWmlError(res, obj.status());
+  }
+  WML_ASSIGN(Json out, TrainingJson(who, *obj));
   SendJson(res, 201, out);
 }
 
@@ -646,9 +651,13 @@ void WmlApi::CreateDeployment(HttpRequest& req, Responder res) {
     return SendWmlError(res, Prefixed(s, "cannot deploy: "));
   }
   // The id WML clients get is the Kiln deployment's: the predictions route takes it.
-  WML_ASSIGN(store::DialectObject obj, Store(who, wml::kDeploymentKind, std::to_string(record->id),
-                                             space, {{"entity", std::move(request.entity)}}));
-  SendJson(res, 202, DeploymentJson(who, req, obj));
+  auto obj = Store(who, wml::kDeploymentKind, std::to_string(record->id), space,
+                   {{"entity", std::move(request.entity)}});
+  if (!obj.ok()) {
+    (void)deployments_.Delete(who, record->id);
+    return SendWmlError(res, obj.status());
+  }
+  SendJson(res, 202, DeploymentJson(who, req, *obj));
 }
 
 void WmlApi::ListDeployments(HttpRequest& req, Responder res) {
