@@ -20,5 +20,6 @@ void RegisterRunCommand(CLI::App& app, Invocation& inv);    // run_command.cc
 void RegisterJobCommands(CLI::App& app, Invocation& inv);   // jobs_command.cc
 void RegisterLogsCommand(CLI::App& app, Invocation& inv);   // logs_command.cc
 void RegisterHpoCommands(CLI::App& app, Invocation& inv);   // hpo_command.cc
+void RegisterModelCommands(CLI::App& app, Invocation& inv);  // model_command.cc
 
 }  // namespace kiln::cli::internal

@@ -16,6 +16,7 @@
 #include "kiln/api/deployments_api.h"
 #include "kiln/api/elastic_api.h"
 #include "kiln/api/experiments_api.h"
+#include "kiln/api/models_api.h"
 #include "kiln/api/inference_api.h"
 #include "kiln/api/native_api.h"
 #include "kiln/api/wmla_api.h"
@@ -28,6 +29,7 @@
 #include "kiln/master/elastic_controller.h"
 #include "kiln/master/experiment_controller.h"
 #include "kiln/master/job_controller.h"
+#include "kiln/master/model_registry.h"
 #include "kiln/net/http_forwarder.h"
 #include "kiln/net/http_server.h"
 #include "kiln/serving/routing_table.h"
@@ -50,6 +52,8 @@ struct Master::Impl {
   std::unique_ptr<DeploymentController> deployments;
   std::unique_ptr<api::NativeApi> api;
   std::unique_ptr<api::ExperimentsApi> experiments_api;
+  std::unique_ptr<ModelRegistry> models;
+  std::unique_ptr<api::ModelsApi> models_api;
   std::unique_ptr<api::ElasticApi> elastic_api;
   std::unique_ptr<api::DeploymentsApi> deployments_api;
   // Passes predictions on to replicas from its own io thread; stopped in ~Master before
@@ -145,6 +149,13 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->api->Register(router);
   impl->experiments_api = std::make_unique<api::ExperimentsApi>(*impl->auth, *impl->experiments);
   impl->experiments_api->Register(router);
+  impl->models = std::make_unique<ModelRegistry>(*impl->store, *impl->jobs,
+                                                 base::SystemClock::Get(), options.data_dir);
+  api::ModelsApiOptions models_options;
+  models_options.data_dir = options.data_dir;
+  impl->models_api =
+      std::make_unique<api::ModelsApi>(*impl->store, *impl->auth, *impl->models, models_options);
+  impl->models_api->Register(router);
   impl->elastic_api =
       std::make_unique<api::ElasticApi>(impl->io, *impl->store, *impl->auth, *impl->elastic);
   impl->elastic_api->Register(router);

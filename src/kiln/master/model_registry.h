@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -35,6 +36,11 @@ struct RegisterModelRequest {
   std::optional<base::Json> signature;     // overrides the job's model/signature.json
   std::optional<base::Json> metrics;       // overrides the job's final metric values
 };
+
+// OK when `bytes` can be a TorchScript file: torch.jit.save writes a zip archive, so
+// anything else (a state_dict pickle, a tar.gz, text) is refused with InvalidArgument
+// saying how to save one, before a deployment fails to load it.
+[[nodiscard]] absl::Status CheckTorchScriptFile(std::string_view name, std::string_view bytes);
 
 // Validates a POST /api/v1/models body (docs/api.md "Models"). InvalidArgument naming the
 // field and the fix: a bad name, both or neither of job_id and package_id (unless
