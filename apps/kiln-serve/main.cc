@@ -242,6 +242,7 @@ int main(int argc, char** argv) {
 
   // SIGTERM / SIGINT start the drain; the main thread does the (blocking) rest.
   std::promise<int> stop;
+  std::future<int> stopped = stop.get_future();
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](const boost::system::error_code& ec, int signo) {
     if (!ec) stop.set_value(signo);
@@ -273,14 +274,15 @@ int main(int argc, char** argv) {
         "max queue delay {} us)",
         options.model_name, options.version, host, (*server)->port(), options.batching.threads,
         options.batching.max_batch_size, max_queue_delay_us);
-    if (master) {
+    // A replica told to stop during its warm-up must not announce itself.
+    if (master && stopped.wait_for(std::chrono::seconds(0)) != std::future_status::ready) {
       absl::Status announced = master->Post("ready", {{"port", (*server)->port()}});
       if (!announced.ok()) {
         spdlog::warn("could not tell the master this replica is ready: {}",
                      std::string(announced.message()));
       }
     }
-    const int signo = stop.get_future().get();
+    const int signo = stopped.get();
     spdlog::info("signal {}: draining", signo);
   }
 

@@ -162,6 +162,18 @@ TEST(BatcherTest, ZeroDelayTakesWhatIsQueued) {
   EXPECT_THAT(engine.batches(), ElementsAre(1, 3));
 }
 
+TEST(BatcherTest, ALoneRequestRunsOnceItsDelayIsOver) {
+  SumEngine engine;
+  Batcher batcher(engine, {.max_batch_size = 100,
+                           .max_queue_delay = std::chrono::milliseconds(1),
+                           .threads = 1});
+  Results results(1);
+  ASSERT_TRUE(batcher.Submit({Floats({1, 2}, {1, 2})}, results.For(0)).ok());
+  results.WaitAll();  // no company came and no drain: the delay ran out
+  EXPECT_THAT(engine.batches(), ElementsAre(1));
+  EXPECT_THAT(Values((*results.got[0])->at(0)), ElementsAre(3));
+}
+
 TEST(BatcherTest, ARequestLargerThanMaxBatchRunsAlone) {
   SumEngine engine;
   Batcher batcher(engine, {.max_batch_size = 2, .max_queue_delay = kForever, .threads = 1});
