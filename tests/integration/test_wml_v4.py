@@ -139,6 +139,13 @@ def test_token_spaces_and_errors(client, wml):
     code, body = wml("GET", "/v2/spaces", token=False)
     assert_wml_error(code, body, 401)
 
+    # client.software_specifications.get_id_by_name(...) resolves the notebooks' names.
+    code, specs = wml("GET", "/v2/software_specifications?name=pytorch-onnx_1.3-py3.7")
+    assert code == 200, specs
+    assert [s["metadata"]["id"] for s in specs["resources"]] == ["pytorch-onnx_1.3-py3.7"]
+    code, sizes = wml("GET", "/v2/hardware_specifications")
+    assert {s["metadata"]["name"] for s in sizes["resources"]} >= {"S", "M"}
+
     space_id = new_space(wml)
     code, space = wml("GET", f"/v2/spaces/{space_id}")
     assert code == 200

@@ -124,6 +124,16 @@ void WmlApi::Register(net::Router& router) {
   router.Add("GET", "/v1/preauth/validateAuth", bind(&WmlApi::ValidateAuth));
   router.Add("POST", "/icp4d-api/v1/authorize", bind(&WmlApi::Authorize));
 
+  for (bool hardware : {false, true}) {
+    std::string path = hardware ? "/v2/hardware_specifications" : "/v2/software_specifications";
+    router.Add("GET", path, [this, hardware](HttpRequest& req, Responder res) {
+      ListSpecifications(req, std::move(res), hardware);
+    });
+    router.Add("GET", path + "/{id}", [this, hardware](HttpRequest& req, Responder res) {
+      GetSpecification(req, std::move(res), hardware);
+    });
+  }
+
   router.Add("POST", kSpaces, bind(&WmlApi::CreateSpace));
   router.Add("GET", kSpaces, bind(&WmlApi::ListSpaces));
   router.Add("GET", absl::StrCat(kSpaces, "/{id}"), bind(&WmlApi::GetSpace));
@@ -263,6 +273,33 @@ void WmlApi::Authorize(HttpRequest& req, Responder res) {
   }
   WML_ASSIGN(auth::IssuedToken token, auth_.Login(user, password));
   SendJson(res, 200, {{"_messageCode_", "200"}, {"message", "Success"}, {"token", token.token}});
+}
+
+// ---------------------------------------------------------------- catalogs
+
+void WmlApi::ListSpecifications(HttpRequest& req, Responder res, bool hardware) {
+  WML_ASSIGN(auth::Principal who, Caller(req));
+  (void)who;
+  Json all = hardware ? wml::HardwareSpecifications() : wml::SoftwareSpecifications();
+  std::string name = req.Query("name").value_or("");
+  Json out = Json::array();
+  for (Json& spec : all) {
+    if (name.empty() || spec["metadata"]["name"] == name) out.push_back(std::move(spec));
+  }
+  SendJson(res, 200, List(req, std::move(out), kMaxLimit));
+}
+
+void WmlApi::GetSpecification(HttpRequest& req, Responder res, bool hardware) {
+  WML_ASSIGN(auth::Principal who, Caller(req));
+  (void)who;
+  std::string id = PathParam(req, "id");
+  for (Json& spec : hardware ? wml::HardwareSpecifications() : wml::SoftwareSpecifications()) {
+    if (spec["metadata"]["id"] == id) return SendJson(res, 200, spec);
+  }
+  SendWmlError(
+      res, absl::NotFoundError(absl::StrCat(
+               hardware ? "hardware" : "software", " specification ", id, ": not found (GET /v2/",
+               hardware ? "hardware" : "software", "_specifications lists them)")));
 }
 
 // ---------------------------------------------------------------- spaces

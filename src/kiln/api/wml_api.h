@@ -53,6 +53,9 @@ class WmlApi {
   // Token endpoints.
   void ValidateAuth(Req& req, Res res);
   void Authorize(Req& req, Res res);
+  // Catalogs (GET /v2/software_specifications, /v2/hardware_specifications).
+  void ListSpecifications(Req& req, Res res, bool hardware);
+  void GetSpecification(Req& req, Res res, bool hardware);
   // Spaces.
   void CreateSpace(Req& req, Res res);
   void ListSpaces(Req& req, Res res);

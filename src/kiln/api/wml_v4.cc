@@ -750,4 +750,47 @@ const char* DeploymentState(std::string_view kiln_state) {
   return "initializing";  // PENDING, UPDATING
 }
 
+// ---------------------------------------------------------------- catalogs
+
+namespace {
+
+Json CatalogEntry(const std::string& name, const std::string& description, Json extra) {
+  // Stable ids: the name itself, so a notebook may also pass the id it was given.
+  Json entity = {{"name", name}, {"description", description}};
+  entity.update(extra);
+  return {{"metadata",
+           {{"id", name},
+            {"asset_id", name},
+            {"name", name},
+            {"asset_type", "software_specification"}}},
+          {"entity", std::move(entity)}};
+}
+
+}  // namespace
+
+Json SoftwareSpecifications() {
+  Json out = Json::array();
+  for (const char* name :
+       {"pytorch-onnx_1.1-py3.6", "pytorch-onnx_1.3-py3.7", "pytorch-onnx_1.7-py3.8",
+        "pytorch-onnx_rt22.2-py3.10", "runtime-22.2-py3.10", "default_py3.7", "default_py3.8"}) {
+    out.push_back(CatalogEntry(
+        name, "Kiln runs it with the agent's python3 and torch",
+        {{"software_specification", {{"type", "base"}, {"name", name}, {"display_name", name}}}}));
+  }
+  return out;
+}
+
+Json HardwareSpecifications() {
+  Json out = Json::array();
+  for (const auto& [name, slots] : std::vector<std::pair<const char*, int>>{
+           {"XS", 1}, {"S", 1}, {"M", 2}, {"L", 4}, {"XL", 8}}) {
+    Json entry =
+        CatalogEntry(name, absl::StrCat(slots, " CPU slot", slots == 1 ? "" : "s", " per replica"),
+                     {{"nodes", {{"cpu", {{"units", std::to_string(slots)}}}, {"num_nodes", 1}}}});
+    entry["metadata"]["asset_type"] = "hardware_specification";
+    out.push_back(std::move(entry));
+  }
+  return out;
+}
+
 }  // namespace kiln::api::wml

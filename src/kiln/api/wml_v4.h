@@ -151,4 +151,13 @@ std::string KilnDeploymentName(const std::string& wml_name, const std::string& s
 // WML's deployment state: initializing (PENDING, UPDATING), ready, failed, deleted.
 const char* DeploymentState(std::string_view kiln_state);
 
+// ---- catalogs ----
+// What GET /v2/software_specifications lists, so notebooks' get_id_by_name() resolves the
+// names they use (pytorch-onnx_1.3-py3.7, ...). Kiln runs every training with the agent's
+// python3 whatever the name: the names are accepted, not enforced.
+base::Json SoftwareSpecifications();
+// What GET /v2/hardware_specifications lists: the deployment sizes ParseDeploymentRequest
+// maps onto slots per replica (XS, S, M, L, XL).
+base::Json HardwareSpecifications();
+
 }  // namespace kiln::api::wml

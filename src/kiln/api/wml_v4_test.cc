@@ -357,5 +357,23 @@ TEST(WmlDeploymentTest, NamesAndStates) {
   EXPECT_STREQ(DeploymentState("FAILED"), "failed");
 }
 
+TEST(WmlCatalogTest, ListsTheNamesNotebooksAskForAndTheDeploymentSizes) {
+  bool found = false;
+  for (const Json& spec : SoftwareSpecifications()) {
+    found |= spec["metadata"]["name"] == "pytorch-onnx_1.3-py3.7" &&
+             spec["metadata"]["id"] == "pytorch-onnx_1.3-py3.7";
+  }
+  EXPECT_TRUE(found);
+  // Every listed size is one ParseDeploymentRequest takes.
+  for (const Json& hw : HardwareSpecifications()) {
+    std::string name = hw["metadata"]["name"];
+    EXPECT_TRUE(ParseDeploymentRequest({{"online", Json::object()},
+                                        {"asset", {{"id", "m"}}},
+                                        {"hardware_spec", {{"name", name}}}})
+                    .ok())
+        << name;
+  }
+}
+
 }  // namespace
 }  // namespace kiln::api::wml
