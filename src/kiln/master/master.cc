@@ -19,6 +19,7 @@
 #include "kiln/api/models_api.h"
 #include "kiln/api/inference_api.h"
 #include "kiln/api/native_api.h"
+#include "kiln/api/wml_api.h"
 #include "kiln/api/wmla_api.h"
 #include "kiln/auth/authenticator.h"
 #include "kiln/base/clock.h"
@@ -61,6 +62,7 @@ struct Master::Impl {
   std::unique_ptr<net::HttpForwarder> forwarder;
   std::unique_ptr<api::InferenceApi> inference_api;
   std::unique_ptr<api::WmlaApi> wmla_api;
+  std::unique_ptr<api::WmlApi> wml_api;
   std::unique_ptr<net::HttpServer> server;
   std::unique_ptr<agent::Agent> local_agent;
   std::string agent_token;
@@ -175,6 +177,11 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   impl->wmla_api = std::make_unique<api::WmlaApi>(*impl->store, *impl->auth, *impl->jobs,
                                                   *impl->experiments, wmla_options);
   impl->wmla_api->Register(router);
+  api::WmlApiOptions wml_options;
+  wml_options.data_dir = options.data_dir;
+  impl->wml_api = std::make_unique<api::WmlApi>(*impl->store, *impl->auth, *impl->jobs,
+                                                *impl->models, *impl->deployments, wml_options);
+  impl->wml_api->Register(router);
   net::HttpServerOptions server_options;
   server_options.address = options.address;
   server_options.port = options.port;
