@@ -292,3 +292,44 @@ def run_example(master):
     assert "online_url:" in out.stdout
     assert out.stdout.count("10. predicted") == 4
     assert "11. deleted" in out.stdout
+
+
+def test_objects_are_private_and_survive_a_restart(master, client, wml):
+    space_id = new_space(wml)
+    def_id = new_definition(wml, space_id, "train_small.py")
+    code, t = wml("POST", "/ml/v4/trainings", training_body(space_id, def_id, ""))
+    assert code == 201, t
+    training_id = t["metadata"]["id"]
+    wait_training(wml, training_id)
+
+    # Another user sees none of it: others' ids read as missing.
+    client._request("POST", "/api/v1/users", json_body={"username": "bob",
+                                                         "password": "bob-password"})
+    basic = base64.b64encode(b"bob:bob-password").decode()
+    code, body = client.raw("GET", "/v1/preauth/validateAuth",
+                            headers={"Authorization": f"Basic {basic}"}, auth=False)
+    assert code == 200, body
+    bob = Wml(client, body["accessToken"])
+    code, body = bob("GET", f"/v2/spaces/{space_id}")
+    assert_wml_error(code, body, 404, f"space {space_id}")
+    code, body = bob("GET", f"/ml/v4/trainings/{training_id}")
+    assert_wml_error(code, body, 404)
+    code, body = bob("GET", "/ml/v4/model_definitions")
+    assert code == 200 and body["resources"] == []
+    code, body = bob("POST", "/ml/v4/trainings", training_body(space_id, def_id, ""))
+    assert_wml_error(code, body, 404, f"space_id {space_id}")
+
+    # kilnd keeps WML's objects in its store: after a restart they are all there.
+    master.stop()
+    master.start()
+    code, token = master.client().raw(
+        "GET", "/v1/preauth/validateAuth", auth=False,
+        headers={"Authorization": "Basic " + base64.b64encode(
+            f"admin:{ADMIN_PASSWORD}".encode()).decode()})
+    again = Wml(master.client(), token["accessToken"])
+    code, t = again("GET", f"/ml/v4/trainings/{training_id}?space_id={space_id}")
+    assert code == 200, t
+    assert t["entity"]["status"]["state"] == "completed"
+    assert t["entity"]["status"]["metrics"][0]["ml_metrics"]["accuracy"] == 71.0
+    code, d = again("GET", f"/ml/v4/model_definitions/{def_id}")
+    assert code == 200 and d["entity"]["attachment_id"].startswith("sha256-")
