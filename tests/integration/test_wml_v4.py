@@ -292,6 +292,11 @@ def run_example(master):
     assert "online_url:" in out.stdout
     assert out.stdout.count("10. predicted") == 4
     assert "11. deleted" in out.stdout
+    # The deployment's replicas drain and end; tasks outlive a stopped kilnd by design, so
+    # the test waits for them rather than leave a kiln-serve behind.
+    client = master.client()
+    wait_for(lambda: client.deployments() == [], timeout=60,
+             what="the deleted deployment's replicas to end")
 
 
 def test_objects_are_private_and_survive_a_restart(master, client, wml):
