@@ -338,3 +338,20 @@ def test_objects_are_private_and_survive_a_restart(master, client, wml):
     assert t["entity"]["status"]["metrics"][0]["ml_metrics"]["accuracy"] == 71.0
     code, d = again("GET", f"/ml/v4/model_definitions/{def_id}")
     assert code == 200 and d["entity"]["attachment_id"].startswith("sha256-")
+
+
+def test_deleting_a_space_takes_its_assets(client, wml):
+    space_id = new_space(wml)
+    def_id = new_definition(wml, space_id, "train_small.py --sleep 60")
+    code, t = wml("POST", "/ml/v4/trainings", training_body(space_id, def_id, ""))
+    assert code == 201, t
+    training_id = t["metadata"]["id"]
+    wait_training(wml, training_id, states=("running",))
+    code, _ = wml("DELETE", f"/v2/spaces/{space_id}")
+    assert code == 204
+    # The running training was canceled; the Kiln job keeps its record, as every job does.
+    assert client.wait_state(int(training_id), "KILLED")["state"] == "KILLED"
+    code, body = wml("GET", f"/ml/v4/model_definitions/{def_id}")
+    assert_wml_error(code, body, 404)
+    code, body = wml("GET", f"/ml/v4/trainings/{training_id}")
+    assert_wml_error(code, body, 404)
