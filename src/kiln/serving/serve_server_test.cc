@@ -218,6 +218,29 @@ TEST_F(ServeServerTest, ConcurrentRequestsShareOneForward) {
   }
 }
 
+TEST_F(ServeServerTest, AFullQueueIs503AndTheDrainAnswersWhatItHolds) {
+  ServeOptions options = Options();
+  options.batching.max_batch_size = 100;
+  options.batching.max_queue_delay = std::chrono::hours(1);  // nothing runs until the drain
+  options.batching.max_queued_samples = 1;
+  Start(options);
+  int first_status = 0;
+  std::thread first([&] {
+    auto client = net::HttpClient::Create(server_->base_url());
+    auto r = (*client)->Request("POST", "/api/v1/predict", R"({"inputs": [[1, 2, 3]]})");
+    first_status = r.ok() ? r->status : -1;
+  });
+  while (Get("/metrics").body.find("kiln_serve_queue_depth 1\n") == std::string::npos) {
+    std::this_thread::yield();
+  }
+  net::HttpResponse full = Post("/api/v1/predict", R"({"inputs": [[1, 2, 3]]})");
+  EXPECT_EQ(full.status, 503);
+  EXPECT_THAT(full.body, HasSubstr("queue is full"));
+  serve_->Drain();
+  first.join();
+  EXPECT_EQ(first_status, 200);
+}
+
 TEST_F(ServeServerTest, MetricsCountRequestsBatchesAndQueue) {
   Start();
   ASSERT_EQ(Post("/api/v1/predict", R"({"inputs": [[1, 2, 3], [1, 2, 3]]})").status, 200);
