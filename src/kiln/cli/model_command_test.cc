@@ -51,8 +51,8 @@ Json SampleModel() {
 TEST(RenderModelsTest, ListShowsTheLatestVersionsSignatureMetricsAndSource) {
   std::string table = RenderModelsTable(Json::array({SampleModel()}), kNow);
   EXPECT_EQ(table,
-            "NAME         USER  LATEST  INPUTS                  OUTPUTS            "
-            "METRICS                     SOURCE                          AGE\n"
+            "NAME         USER  LATEST  INPUTS                   OUTPUTS              "
+            "METRICS                    SOURCE                         AGE\n"
             "fashion-mlp  ada   2       image: float32[1,28,28]  logits: float32[10]  "
             "accuracy=0.8612 loss=0.39  job 12 (experiment 3 trial 5)  1 min\n");
 }
