@@ -64,6 +64,7 @@ void RegisterCommands(CLI::App& app, Invocation& inv) {
   internal::RegisterLogsCommand(app, inv);
   internal::RegisterHpoCommands(app, inv);
   internal::RegisterModelCommands(app, inv);
+  internal::RegisterDeployCommands(app, inv);
 
   CLI::App* version = app.add_subcommand("version", "Print the version of this kiln");
   version->callback([&inv] {

@@ -21,5 +21,6 @@ void RegisterJobCommands(CLI::App& app, Invocation& inv);   // jobs_command.cc
 void RegisterLogsCommand(CLI::App& app, Invocation& inv);   // logs_command.cc
 void RegisterHpoCommands(CLI::App& app, Invocation& inv);   // hpo_command.cc
 void RegisterModelCommands(CLI::App& app, Invocation& inv);  // model_command.cc
+void RegisterDeployCommands(CLI::App& app, Invocation& inv);  // deploy_command.cc
 
 }  // namespace kiln::cli::internal

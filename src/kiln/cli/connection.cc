@@ -237,6 +237,17 @@ absl::StatusOr<base::Json> ApiClient::PostJson(std::string_view target, const ba
   return ParseBody(*response, target);
 }
 
+absl::StatusOr<base::Json> ApiClient::PatchJson(std::string_view target,
+                                                 const base::Json& body) {
+  absl::StatusOr<net::HttpResponse> response =
+      http_->Request("PATCH", target, base::DumpJson(body), "application/json");
+  if (!response.ok()) return TransportError(response.status());
+  if (response->status / 100 != 2) {
+    return ErrorFromResponse(response->status, response->content_type, response->body);
+  }
+  return ParseBody(*response, target);
+}
+
 absl::StatusOr<base::Json> ApiClient::DeleteJson(std::string_view target) {
   absl::StatusOr<net::HttpResponse> response = http_->Request("DELETE", target);
   if (!response.ok()) return TransportError(response.status());

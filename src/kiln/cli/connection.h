@@ -83,6 +83,9 @@ class ApiClient {
   // POST `body` as JSON; the parsed JSON answer.
   [[nodiscard]] absl::StatusOr<base::Json> PostJson(std::string_view target,
                                                     const base::Json& body);
+  // PATCH `body` as JSON; the parsed JSON answer.
+  [[nodiscard]] absl::StatusOr<base::Json> PatchJson(std::string_view target,
+                                                     const base::Json& body);
   // DELETE `target`; the parsed JSON answer.
   [[nodiscard]] absl::StatusOr<base::Json> DeleteJson(std::string_view target);
   // POST raw bytes with `content_type`; the parsed JSON answer.
