@@ -216,3 +216,47 @@ def test_a_deployed_version_cannot_be_deleted(master, client, tmp_path):
         client.delete_model("tiny")
     client.delete_model("tiny", version=2)  # not deployed
     assert [v["version"] for v in client.model("tiny")["versions"]] == [1]
+
+
+# A trial that saves a tiny model scaled by its hyperparameter and reports its loss.
+TRIAL = """\
+import json, kiln, torch
+cfg = kiln.config()
+torch.manual_seed(0)
+model = torch.nn.Linear(4, 2)
+with torch.no_grad():
+    model.weight.mul_(cfg["scale"])
+kiln.report(1, {"loss": abs(cfg["scale"] - 0.5)}, group="test")
+kiln.flush(timeout=30)
+kiln.save_model(model, torch.zeros(1, 4), input_names=["x"], output_names=["y"])
+"""
+
+
+def test_a_trials_model_carries_its_experiment_trial_and_hyperparameters(client, tmp_path):
+    code = tmp_path / "trial"
+    code.mkdir()
+    (code / "trial.py").write_text(TRIAL)
+    created = client.create_experiment(
+        {"name": "scales", "command": [PYTHON, "trial.py"], "algorithm": "random",
+         "search_space": {"scale": {"type": "double", "low": 0.1, "high": 1.0}},
+         "env": {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"},
+         "objective": {"metric": "loss", "goal": "minimize"}, "max_trials": 1,
+         "parallelism": 1, "seed": 3}, code=code)
+    done = client.wait_experiment(created["id"], timeout=120, poll=0.2)
+    assert done["state"] == "FINISHED", done
+    [trial] = client.trials(created["id"])
+
+    version = client.register_model("scaled", job_id=trial["job_id"])
+    lineage = version["lineage"]
+    assert lineage["experiment_id"] == created["id"]
+    assert lineage["trial"] == trial["number"]
+    assert lineage["hyperparameters"]["scale"] == trial["config"]["scale"]
+    assert version["metrics"] == {"loss": trial["value"]}
+    assert version["signature"] == TINY_SIGNATURE
+    model = load(client.model_content("scaled", 1))
+    torch.manual_seed(0)
+    expected = torch.nn.Linear(4, 2)
+    x = torch.rand(3, 4)
+    with torch.no_grad():
+        expected.weight.mul_(trial["config"]["scale"])
+        assert torch.allclose(model(x), expected(x))
