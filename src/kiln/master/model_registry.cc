@@ -67,12 +67,11 @@ absl::Status ValidateArtifactPath(const std::string& path) {
 }
 
 // The signature in its one stored form (what SignatureToJson writes), or InvalidArgument
-// naming the field.
-absl::StatusOr<Json> NormalizeSignature(const Json& given, std::string_view where) {
+// naming the field, after `source` (who gave it).
+absl::StatusOr<Json> NormalizeSignature(const Json& given, std::string_view source) {
   absl::StatusOr<serving::Signature> parsed = serving::ParseSignature(given);
   if (!parsed.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("signature", std::string(where), " is invalid: ", parsed.status().message()));
+    return absl::InvalidArgumentError(absl::StrCat(std::string(source), parsed.status().message()));
   }
   return serving::SignatureToJson(*parsed);
 }
@@ -373,8 +372,13 @@ absl::StatusOr<ModelView> ModelRegistry::Register(const auth::Principal& who,
     return absl::InvalidArgumentError(
         absl::StrCat("model \"", request.name, "\" has no signature: ", kSignatureHelp));
   }
-  KILN_ASSIGN_OR_RETURN(Json normalized,
-                        NormalizeSignature(*signature, request.signature ? "" : " (saved)"));
+  // The parser names the field ("signature.inputs[0].dtype ..."); say whose it was.
+  KILN_ASSIGN_OR_RETURN(
+      Json normalized,
+      NormalizeSignature(*signature, request.signature
+                                         ? ""
+                                         : "the job's model/signature.json (pass \"signature\" "
+                                           "to override it): "));
   if (request.metrics) metrics = *request.metrics;
   version.signature_json = base::DumpJson(normalized);
   version.metrics_json = base::DumpJson(metrics);
