@@ -135,11 +135,12 @@ def post(url: str, body: bytes, headers: Optional[dict[str, str]] = None,
         return e.code, e.read()
 
 
-def stop_replicas_of(master_port: Optional[int]) -> None:
-    """Replicas outlive kilnd by design (its next start re-adopts them): SIGKILLs the
-    kiln-serve processes whose KILN_MASTER is the bench's kilnd on `master_port`."""
+def replica_pids(master_port: Optional[int]) -> list[int]:
+    """The kiln-serve processes whose KILN_MASTER is the bench's kilnd on `master_port`
+    (the agent's shim detaches them from kilnd's process tree)."""
+    pids: list[int] = []
     if not master_port:
-        return
+        return pids
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -153,10 +154,18 @@ def stop_replicas_of(master_port: Optional[int]) -> None:
         if argv0.endswith(b"kiln-serve") and any(
                 v.startswith(b"KILN_MASTER=") and v.endswith(f":{master_port}".encode())
                 for v in environ):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except OSError:
-                pass
+            pids.append(int(entry))
+    return pids
+
+
+def stop_replicas_of(master_port: Optional[int]) -> None:
+    """Replicas outlive kilnd by design (its next start re-adopts them): SIGKILLs the
+    bench kilnd's."""
+    for pid in replica_pids(master_port):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 class ServerProcess:
@@ -324,15 +333,18 @@ class Bench:
             raise SystemExit(f"wrk printed no WRK_JSON line:\n{out}")
         return json.loads(match.group(1))
 
-    def measure(self, side: str, model: str, url: str, cpu_root: int,
+    def measure(self, side: str, model: str, url: str, cpu_roots: Sequence[int],
                 headers: Optional[dict[str, str]] = None) -> None:
-        """Warm-up, then one wrk run per concurrency; appends the rows."""
+        """Warm-up, then one wrk run per concurrency; appends the rows. The server's CPU
+        is that of the process trees under `cpu_roots` (the first one alone is also
+        recorded, as "front_cpu_us_per_req": kilnd's share when requests go through it)."""
         self.wrk(url, 8, self.opts.warmup, headers)
         for concurrency in self.opts.concurrency:
             load = load_average()
-            cpu_before = tree_cpu_seconds(cpu_root)
+            before = [tree_cpu_seconds(root) for root in cpu_roots]
             result = self.wrk(url, concurrency, self.opts.duration, headers)
-            cpu = tree_cpu_seconds(cpu_root) - cpu_before
+            spent = [tree_cpu_seconds(root) - b for root, b in zip(cpu_roots, before)]
+            cpu = sum(spent)
             seconds = result["duration_us"] / 1e6
             requests = result["requests"]
             errors = (result["connect_errors"] + result["read_errors"] +
@@ -343,6 +355,8 @@ class Bench:
                    "max_ms": result["max_us"] / 1e3, "errors": errors,
                    "non_2xx": result["non_2xx"],
                    "cpu_us_per_req": cpu / requests * 1e6 if requests else float("nan"),
+                   "front_cpu_us_per_req": (spent[0] / requests * 1e6 if requests
+                                            else float("nan")),
                    "load": load}
             self.rows.append(row)
             print("  " + format_row(row), flush=True)
@@ -370,7 +384,7 @@ class Bench:
         try:
             url = f"http://127.0.0.1:{port}" + WML_ROUTE.format(id=f"bench-{model}")
             self.check_answer(side, model, self.wait_answering(url, server))
-            self.measure(side, model, url, server.proc.pid)
+            self.measure(side, model, url, [server.proc.pid])
         finally:
             server.stop()
 
@@ -382,7 +396,7 @@ class Bench:
         try:
             url = f"http://127.0.0.1:{port}" + WML_ROUTE.format(id="bench")
             self.check_answer("flask", model, self.wait_answering(url, server))
-            self.measure("flask", model, url, server.proc.pid)
+            self.measure("flask", model, url, [server.proc.pid])
         finally:
             server.stop()
 
@@ -402,7 +416,7 @@ class Bench:
         try:
             url = f"http://127.0.0.1:{port}" + WML_ROUTE.format(id="bench")
             self.check_answer("gunicorn", model, self.wait_answering(url, server))
-            self.measure("gunicorn", model, url, server.proc.pid)
+            self.measure("gunicorn", model, url, [server.proc.pid])
         finally:
             server.stop()
 
@@ -445,9 +459,16 @@ class Bench:
             auth = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
             headers = {"Authorization": auth}
             url = kilnd.url.rstrip("/") + WML_ROUTE.format(id=deployment["id"])
-            self.check_answer("master", model, self.wait_answering(url, None, headers))
-            # kilnd's tree holds the agent, the shim and the kiln-serve replica.
-            self.measure("master", model, url, kilnd.proc.pid, headers)  # type: ignore[union-attr]
+            try:
+                self.check_answer("master", model, self.wait_answering(url, None, headers))
+            except SystemExit as e:
+                print(f"  skipped master: its Watson ML route did not answer: {e}")
+                return
+            # kilnd (with its local agent) first, then the replica, which the shim runs
+            # outside kilnd's process tree.
+            port = urllib.parse.urlsplit(kilnd.url).port
+            roots = [kilnd.proc.pid, *replica_pids(port)]  # type: ignore[union-attr]
+            self.measure("master", model, url, roots, headers)
             try:
                 client.delete_deployment(deployment["id"])
             except kiln.KilnError as e:
@@ -531,7 +552,9 @@ class Bench:
                     f"{model}: through the master / direct at c={top}: "
                     f"{(1 - m['req_per_s'] / k['req_per_s']) * 100:.1f}% fewer req/s "
                     f"(goal <= 15%; {m['req_per_s']:,.0f} vs {k['req_per_s']:,.0f}), p99 "
-                    f"{m['p99_ms']:.2f} vs {k['p99_ms']:.2f} ms")
+                    f"{m['p99_ms']:.2f} vs {k['p99_ms']:.2f} ms; CPU per request "
+                    f"{m['cpu_us_per_req']:.0f} vs {k['cpu_us_per_req']:.0f} us, of which "
+                    f"kilnd {m['front_cpu_us_per_req']:.0f} us")
         return lines
 
     def report(self) -> None:
