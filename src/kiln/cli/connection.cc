@@ -237,8 +237,7 @@ absl::StatusOr<base::Json> ApiClient::PostJson(std::string_view target, const ba
   return ParseBody(*response, target);
 }
 
-absl::StatusOr<base::Json> ApiClient::PatchJson(std::string_view target,
-                                                 const base::Json& body) {
+absl::StatusOr<base::Json> ApiClient::PatchJson(std::string_view target, const base::Json& body) {
   absl::StatusOr<net::HttpResponse> response =
       http_->Request("PATCH", target, base::DumpJson(body), "application/json");
   if (!response.ok()) return TransportError(response.status());

@@ -69,7 +69,7 @@ TEST(DeploymentRenderTest, TableAndDetails) {
   EXPECT_THAT(table, HasSubstr("3   fm    fmnist  2        READY  1/2"));
   std::string details =
       RenderDeploymentDetails(Deployment("READY", 2, 1, 2), 1'795'687'300'000'000);
-  EXPECT_THAT(details, HasSubstr("model:     fmnist version 2"));
+  EXPECT_THAT(details, HasSubstr("model:      fmnist version 2"));
   EXPECT_THAT(details, HasSubstr("1/2 ready"));
   EXPECT_THAT(details, HasSubstr("10   2        READY  127.0.0.1:9000"));
 }
