@@ -1,7 +1,7 @@
 """docs/openapi.yaml documents exactly the routes that kilnd registers.
 
 Every ``router.Add("METHOD", PATH, ...)`` in the API's sources (src/kiln/api/native_api.cc,
-experiments_api.cc, elastic_api.cc, models_api.cc and the WMLA dialect's wmla_api.cc) must appear in docs/openapi.yaml as
+experiments_api.cc, elastic_api.cc, models_api.cc, deployments_api.cc and the WMLA dialect's wmla_api.cc) must appear in docs/openapi.yaml as
 ``paths: /path: method:``, and every documented (method, path) must be registered there.
 PATH is a string literal, or a string constant of the same file plus a literal (wmla_api.cc
 writes ``b + "/hypersearch"`` with ``const std::string b = kBase;``); a ``router.Add`` whose
@@ -20,7 +20,7 @@ NATIVE_API = API_DIR / "native_api.cc"
 WMLA_API = API_DIR / "wmla_api.cc"
 # Every source that registers routes documented in docs/openapi.yaml.
 API_SOURCES = [NATIVE_API, API_DIR / "experiments_api.cc", API_DIR / "elastic_api.cc",
-               API_DIR / "models_api.cc", WMLA_API]
+               API_DIR / "models_api.cc", API_DIR / "deployments_api.cc", WMLA_API]
 OPENAPI = ROOT / "docs" / "openapi.yaml"
 WMLA_BASE = "/platform/rest/deeplearning/v1"
 
