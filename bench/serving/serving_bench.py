@@ -158,6 +158,25 @@ def replica_pids(master_port: Optional[int]) -> list[int]:
     return pids
 
 
+def batch_counters(metrics_url: Optional[str]) -> Optional[tuple[float, float]]:
+    """(sum, count) of kiln-serve's kiln_serve_batch_size histogram, or None."""
+    if not metrics_url:
+        return None
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return None
+    values = {}
+    for line in text.splitlines():
+        for key in ("kiln_serve_batch_size_sum", "kiln_serve_batch_size_count"):
+            if line.startswith(key + " ") or line.startswith(key + "{"):
+                values[key] = values.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    if len(values) != 2:
+        return None
+    return values["kiln_serve_batch_size_sum"], values["kiln_serve_batch_size_count"]
+
+
 def stop_replicas_of(master_port: Optional[int]) -> None:
     """Replicas outlive kilnd by design (its next start re-adopts them): SIGKILLs the
     bench kilnd's."""
@@ -334,7 +353,8 @@ class Bench:
         return json.loads(match.group(1))
 
     def measure(self, side: str, model: str, url: str, cpu_roots: Sequence[int],
-                headers: Optional[dict[str, str]] = None) -> None:
+                headers: Optional[dict[str, str]] = None,
+                metrics_url: Optional[str] = None) -> None:
         """Warm-up, then one wrk run per concurrency; appends the rows. The server's CPU
         is that of the process trees under `cpu_roots` (the first one alone is also
         recorded, as "front_cpu_us_per_req": kilnd's share when requests go through it)."""
@@ -342,9 +362,15 @@ class Bench:
         for concurrency in self.opts.concurrency:
             load = load_average()
             before = [tree_cpu_seconds(root) for root in cpu_roots]
+            batches_before = batch_counters(metrics_url)
             result = self.wrk(url, concurrency, self.opts.duration, headers)
             spent = [tree_cpu_seconds(root) - b for root, b in zip(cpu_roots, before)]
+            batches_after = batch_counters(metrics_url)
             cpu = sum(spent)
+            mean_batch = float("nan")
+            if batches_before and batches_after and batches_after[1] > batches_before[1]:
+                mean_batch = ((batches_after[0] - batches_before[0]) /
+                              (batches_after[1] - batches_before[1]))
             seconds = result["duration_us"] / 1e6
             requests = result["requests"]
             errors = (result["connect_errors"] + result["read_errors"] +
@@ -357,6 +383,7 @@ class Bench:
                    "cpu_us_per_req": cpu / requests * 1e6 if requests else float("nan"),
                    "front_cpu_us_per_req": (spent[0] / requests * 1e6 if requests
                                             else float("nan")),
+                   "mean_batch": mean_batch,
                    "load": load}
             self.rows.append(row)
             print("  " + format_row(row), flush=True)
@@ -384,7 +411,8 @@ class Bench:
         try:
             url = f"http://127.0.0.1:{port}" + WML_ROUTE.format(id=f"bench-{model}")
             self.check_answer(side, model, self.wait_answering(url, server))
-            self.measure(side, model, url, [server.proc.pid])
+            self.measure(side, model, url, [server.proc.pid],
+                         metrics_url=f"http://127.0.0.1:{port}/metrics")
         finally:
             server.stop()
 
@@ -468,7 +496,9 @@ class Bench:
             # outside kilnd's process tree.
             port = urllib.parse.urlsplit(kilnd.url).port
             roots = [kilnd.proc.pid, *replica_pids(port)]  # type: ignore[union-attr]
-            self.measure("master", model, url, roots, headers)
+            replica = (deployment.get("replicas") or [{}])[0].get("address", "")
+            metrics_url = f"http://{replica}/metrics" if replica else None
+            self.measure("master", model, url, roots, headers, metrics_url)
             try:
                 client.delete_deployment(deployment["id"])
             except kiln.KilnError as e:
@@ -528,23 +558,21 @@ class Bench:
             got = pair(model, "kiln-serve", "kiln-serve nobatch")
             if got:
                 k, n = got
-                ceiling = ""
+                context = ""
                 b1 = self.inprocess_cpu_us(model, 1)
-                top_batch = max(self.opts.batches)
-                bmax = self.inprocess_cpu_us(model, top_batch)
-                if b1 and bmax:
-                    # Batching saves forward CPU only: what kiln-serve without batching
-                    # spends per request, less the forward's saving, bounds the gain.
-                    saved = b1 - bmax
-                    bound = n["cpu_us_per_req"] / max(n["cpu_us_per_req"] - saved, 1e-9)
-                    ceiling = (f"; in-process CPU per sample {b1:.1f} us at batch 1, "
-                               f"{bmax:.1f} at batch {top_batch}: batching can save at most "
-                               f"{saved:.0f} of the {n['cpu_us_per_req']:.0f} us a request "
-                               f"costs without it, a bound of {bound:.2f}x on 2 busy cores")
+                batched = [(self.inprocess_cpu_us(model, b), b) for b in self.opts.batches
+                           if b > 1 and self.inprocess_cpu_us(model, b)]
+                if b1 and batched:
+                    best, best_batch = min(batched)
+                    # What batching can save in the model itself; the rest of a request's
+                    # saving is per-forward overhead (wake-ups, dispatch) shared by a batch.
+                    context = (f"; the forward alone (in-process) {b1:.1f} us per sample "
+                               f"at batch 1, {best:.1f} at batch {best_batch}")
                 lines.append(
                     f"{model}: batching / no batching at c={top}: "
                     f"{k['req_per_s'] / n['req_per_s']:.2f}x req/s (goal >= 3x), p99 "
-                    f"{k['p99_ms']:.2f} vs {n['p99_ms']:.2f} ms{ceiling}")
+                    f"{k['p99_ms']:.2f} vs {n['p99_ms']:.2f} ms; CPU per request "
+                    f"{k['cpu_us_per_req']:.0f} vs {n['cpu_us_per_req']:.0f} us{context}")
             got = pair(model, "master", "kiln-serve")
             if got:
                 m, k = got
@@ -586,13 +614,18 @@ class Bench:
 
 
 HEADER = (f"{'model':5} {'side':18} {'c':>3} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-          f"{'errors':>6} {'non2xx':>6} {'cpu us/req':>10}  load")
+          f"{'errors':>6} {'non2xx':>6} {'cpu us/req':>10} {'batch':>5}  load")
 
 
 def format_row(r: dict[str, Any]) -> str:
     return (f"{r['model']:5} {r['side']:18} {r['concurrency']:>3} {r['req_per_s']:>9,.0f} "
             f"{r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6} {r['non_2xx']:>6} "
-            f"{r['cpu_us_per_req']:>10.0f}  {r['load']}")
+            f"{r['cpu_us_per_req']:>10.0f} {fmt_batch(r.get('mean_batch'))}  {r['load']}")
+
+
+def fmt_batch(value: Optional[float]) -> str:
+    """kiln-serve's mean batch over the row ("-" for the anchors)."""
+    return f"{value:>5.1f}" if value is not None and value == value else f"{'-':>5}"
 
 
 def main() -> None:
