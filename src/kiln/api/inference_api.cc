@@ -103,38 +103,25 @@ void InferenceApi::SetReplicaUnreachableObserver(std::function<void(int64_t, int
 void InferenceApi::Register(net::Router& router) {
   net::RouteOptions big;
   big.max_body_bytes = options_.max_body_bytes;
-  router.Add(
-      "POST", "/api/v1/deployments/{id}/predict",
-      [this](net::HttpRequest& req, net::Responder res) {
-        Predict(req, std::move(res), Dialect::kNative);
-      },
-      big);
-  router.Add(
-      "POST", "/ml/v4/deployments/{id}/predictions",
-      [this](net::HttpRequest& req, net::Responder res) {
-        Predict(req, std::move(res), Dialect::kWatsonMl);
-      },
-      big);
-  for (const char* pattern :
-       {"/v2/models/{name}/infer", "/v2/models/{name}/versions/{version}/infer"}) {
-    router.Add(
-        "POST", pattern,
-        [this](net::HttpRequest& req, net::Responder res) {
-          Predict(req, std::move(res), Dialect::kKserve);
-        },
-        big);
-  }
-  for (const char* pattern : {"/v2/models/{name}", "/v2/models/{name}/versions/{version}"}) {
-    router.Add("GET", pattern, [this](net::HttpRequest& req, net::Responder res) {
-      KserveModel(req, std::move(res), /*ready_only=*/false);
-    });
-  }
-  for (const char* pattern :
-       {"/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready"}) {
-    router.Add("GET", pattern, [this](net::HttpRequest& req, net::Responder res) {
-      KserveModel(req, std::move(res), /*ready_only=*/true);
-    });
-  }
+  auto predict = [this](Dialect dialect) {
+    return [this, dialect](net::HttpRequest& req, net::Responder res) {
+      Predict(req, std::move(res), dialect);
+    };
+  };
+  auto kserve_model = [this](bool ready_only) {
+    return [this, ready_only](net::HttpRequest& req, net::Responder res) {
+      KserveModel(req, std::move(res), ready_only);
+    };
+  };
+  router.Add("POST", "/api/v1/deployments/{id}/predict", predict(Dialect::kNative), big);
+  router.Add("POST", "/ml/v4/deployments/{id}/predictions", predict(Dialect::kWatsonMl), big);
+  router.Add("POST", "/v2/models/{name}/infer", predict(Dialect::kKserve), big);
+  router.Add("POST", "/v2/models/{name}/versions/{version}/infer", predict(Dialect::kKserve), big);
+  router.Add("GET", "/v2/models/{name}", kserve_model(/*ready_only=*/false));
+  router.Add("GET", "/v2/models/{name}/versions/{version}", kserve_model(/*ready_only=*/false));
+  router.Add("GET", "/v2/models/{name}/ready", kserve_model(/*ready_only=*/true));
+  router.Add("GET", "/v2/models/{name}/versions/{version}/ready",
+             kserve_model(/*ready_only=*/true));
   // Health and server metadata need no credentials, as KServe probes send none: they say
   // only that the master itself is up.
   router.Add("GET", "/v2/health/live", [](net::HttpRequest&, net::Responder res) {

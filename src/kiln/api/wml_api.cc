@@ -124,43 +124,48 @@ void WmlApi::Register(net::Router& router) {
   router.Add("GET", "/v1/preauth/validateAuth", bind(&WmlApi::ValidateAuth));
   router.Add("POST", "/icp4d-api/v1/authorize", bind(&WmlApi::Authorize));
 
-  for (bool hardware : {false, true}) {
-    std::string path = hardware ? "/v2/hardware_specifications" : "/v2/software_specifications";
-    router.Add("GET", path, [this, hardware](HttpRequest& req, Responder res) {
+  auto specifications = [this](bool hardware) {
+    return [this, hardware](HttpRequest& req, Responder res) {
       ListSpecifications(req, std::move(res), hardware);
-    });
-    router.Add("GET", path + "/{id}", [this, hardware](HttpRequest& req, Responder res) {
+    };
+  };
+  auto specification = [this](bool hardware) {
+    return [this, hardware](HttpRequest& req, Responder res) {
       GetSpecification(req, std::move(res), hardware);
-    });
-  }
+    };
+  };
+  router.Add("GET", "/v2/software_specifications", specifications(false));
+  router.Add("GET", "/v2/software_specifications/{id}", specification(false));
+  router.Add("GET", "/v2/hardware_specifications", specifications(true));
+  router.Add("GET", "/v2/hardware_specifications/{id}", specification(true));
 
-  router.Add("POST", kSpaces, bind(&WmlApi::CreateSpace));
-  router.Add("GET", kSpaces, bind(&WmlApi::ListSpaces));
-  router.Add("GET", absl::StrCat(kSpaces, "/{id}"), bind(&WmlApi::GetSpace));
-  router.Add("DELETE", absl::StrCat(kSpaces, "/{id}"), bind(&WmlApi::DeleteSpace));
+  router.Add("POST", "/v2/spaces", bind(&WmlApi::CreateSpace));
+  router.Add("GET", "/v2/spaces", bind(&WmlApi::ListSpaces));
+  router.Add("GET", "/v2/spaces/{id}", bind(&WmlApi::GetSpace));
+  router.Add("DELETE", "/v2/spaces/{id}", bind(&WmlApi::DeleteSpace));
 
-  router.Add("POST", kModelDefinitions, bind(&WmlApi::CreateDefinition));
-  router.Add("GET", kModelDefinitions, bind(&WmlApi::ListDefinitions));
-  router.Add("GET", absl::StrCat(kModelDefinitions, "/{id}"), bind(&WmlApi::GetDefinition));
-  router.Add("DELETE", absl::StrCat(kModelDefinitions, "/{id}"), bind(&WmlApi::DeleteDefinition));
-  router.Add("PUT", absl::StrCat(kModelDefinitions, "/{id}/model"),
-             bind(&WmlApi::PutDefinitionCode), net::RouteOptions{options_.max_package_bytes});
+  router.Add("POST", "/ml/v4/model_definitions", bind(&WmlApi::CreateDefinition));
+  router.Add("GET", "/ml/v4/model_definitions", bind(&WmlApi::ListDefinitions));
+  router.Add("GET", "/ml/v4/model_definitions/{id}", bind(&WmlApi::GetDefinition));
+  router.Add("DELETE", "/ml/v4/model_definitions/{id}", bind(&WmlApi::DeleteDefinition));
+  router.Add("PUT", "/ml/v4/model_definitions/{id}/model", bind(&WmlApi::PutDefinitionCode),
+             net::RouteOptions{options_.max_package_bytes});
 
-  router.Add("POST", kTrainings, bind(&WmlApi::CreateTraining));
-  router.Add("GET", kTrainings, bind(&WmlApi::ListTrainings));
-  router.Add("GET", absl::StrCat(kTrainings, "/{id}"), bind(&WmlApi::GetTraining));
-  router.Add("DELETE", absl::StrCat(kTrainings, "/{id}"), bind(&WmlApi::DeleteTraining));
+  router.Add("POST", "/ml/v4/trainings", bind(&WmlApi::CreateTraining));
+  router.Add("GET", "/ml/v4/trainings", bind(&WmlApi::ListTrainings));
+  router.Add("GET", "/ml/v4/trainings/{id}", bind(&WmlApi::GetTraining));
+  router.Add("DELETE", "/ml/v4/trainings/{id}", bind(&WmlApi::DeleteTraining));
 
-  router.Add("POST", kModels, bind(&WmlApi::CreateModel));
-  router.Add("GET", kModels, bind(&WmlApi::ListModels));
-  router.Add("GET", absl::StrCat(kModels, "/{id}"), bind(&WmlApi::GetModel));
-  router.Add("DELETE", absl::StrCat(kModels, "/{id}"), bind(&WmlApi::DeleteModel));
+  router.Add("POST", "/ml/v4/models", bind(&WmlApi::CreateModel));
+  router.Add("GET", "/ml/v4/models", bind(&WmlApi::ListModels));
+  router.Add("GET", "/ml/v4/models/{id}", bind(&WmlApi::GetModel));
+  router.Add("DELETE", "/ml/v4/models/{id}", bind(&WmlApi::DeleteModel));
 
   // POST /ml/v4/deployments/{id}/predictions is InferenceApi's (the serving path).
-  router.Add("POST", kDeployments, bind(&WmlApi::CreateDeployment));
-  router.Add("GET", kDeployments, bind(&WmlApi::ListDeployments));
-  router.Add("GET", absl::StrCat(kDeployments, "/{id}"), bind(&WmlApi::GetDeployment));
-  router.Add("DELETE", absl::StrCat(kDeployments, "/{id}"), bind(&WmlApi::DeleteDeployment));
+  router.Add("POST", "/ml/v4/deployments", bind(&WmlApi::CreateDeployment));
+  router.Add("GET", "/ml/v4/deployments", bind(&WmlApi::ListDeployments));
+  router.Add("GET", "/ml/v4/deployments/{id}", bind(&WmlApi::GetDeployment));
+  router.Add("DELETE", "/ml/v4/deployments/{id}", bind(&WmlApi::DeleteDeployment));
 }
 
 // ---------------------------------------------------------------- common
