@@ -1,5 +1,7 @@
 #include "kiln/auth/authenticator.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "kiln/auth/password.h"
 #include "kiln/base/random.h"
@@ -9,6 +11,7 @@ namespace kiln::auth {
 namespace {
 
 constexpr int64_t kBasicCacheMicros = int64_t{5} * 60 * 1'000'000;
+constexpr int64_t kSessionCacheMicros = int64_t{60} * 1'000'000;
 constexpr size_t kBasicCacheMaxEntries = 4096;
 constexpr int kMaxCredentialBytes = 1024;
 
@@ -89,7 +92,12 @@ absl::StatusOr<Principal> Authenticator::AuthenticateToken(std::string_view toke
     return absl::UnauthenticatedError("empty or oversized token");
   }
   std::string hash = Sha256Hex(token);
-  auto record = store_.GetToken(hash, clock_.NowMicros());
+  const int64_t now = clock_.NowMicros();
+  if (auto it = session_cache_.find(hash); it != session_cache_.end()) {
+    if (it->second.valid_until > now) return it->second.principal;
+    session_cache_.erase(it);
+  }
+  auto record = store_.GetToken(hash, now);
   if (!record.ok()) {
     if (absl::IsNotFound(record.status())) {
       return absl::UnauthenticatedError(absl::StrCat(
@@ -117,6 +125,14 @@ absl::StatusOr<Principal> Authenticator::AuthenticateToken(std::string_view toke
   p.user_id = user.id;
   p.username = user.username;
   p.admin = user.admin && p.kind == Principal::Kind::kUser;
+  if (p.kind == Principal::Kind::kUser) {
+    // Task tokens are revoked in the store when their job ends, so only sessions (revoked
+    // through Logout, below) may be cached.
+    int64_t valid_until = now + kSessionCacheMicros;
+    if (record->expires_at) valid_until = std::min(valid_until, *record->expires_at);
+    if (session_cache_.size() >= kBasicCacheMaxEntries) session_cache_.clear();
+    session_cache_[hash] = {p, valid_until};
+  }
   return p;
 }
 
@@ -141,6 +157,7 @@ absl::Status Authenticator::Logout(const Principal& principal) {
     return absl::InvalidArgumentError(
         "this request did not use a token; there is nothing to log out");
   }
+  session_cache_.erase(principal.token_hash);
   return store_.DeleteToken(principal.token_hash);
 }
 

@@ -53,7 +53,9 @@ class Authenticator {
   // Successful checks are cached for a few minutes keyed by a hash of the credentials,
   // so HTTP Basic on every call does not pay PBKDF2 every time.
   absl::StatusOr<Principal> AuthenticateBasic(std::string_view username, std::string_view password);
-  // Unauthenticated for unknown, expired or revoked tokens.
+  // Unauthenticated for unknown, expired or revoked tokens. Session tokens are cached for
+  // a minute (never past their expiry; Logout drops the entry), so a notebook that sends
+  // its Bearer token with every prediction does not cost two store reads each time.
   absl::StatusOr<Principal> AuthenticateToken(std::string_view token);
 
   // Checks the password and issues a session token.
@@ -69,7 +71,10 @@ class Authenticator {
                                                bool admin);
 
   // Forgets cached Basic credentials (after a password change, or in tests).
-  void ClearCache() { basic_cache_.clear(); }
+  void ClearCache() {
+    basic_cache_.clear();
+    session_cache_.clear();
+  }
 
  private:
   struct CachedPrincipal {
@@ -79,6 +84,7 @@ class Authenticator {
   store::Store& store_;
   const base::Clock& clock_;
   std::unordered_map<std::string, CachedPrincipal> basic_cache_;
+  std::unordered_map<std::string, CachedPrincipal> session_cache_;  // by token hash
 };
 
 // True if `principal` may read and change job `job` (its owner, an admin, or the job's own

@@ -61,8 +61,28 @@ TEST_F(AuthenticatorTest, SessionTokensWorkUntilLogoutOrExpiry) {
               StatusIs(absl::StatusCode::kUnauthenticated, HasSubstr("token")));
 
   KILN_ASSERT_OK_AND_ASSIGN(IssuedToken t2, auth_->Login("ada", "password1"));
+  KILN_ASSERT_OK(auth_->AuthenticateToken(t2.token));  // now cached
+  KILN_ASSERT_OK(auth_->AuthenticateToken(t2.token));
   clock_.AdvanceMicros(Authenticator::kSessionLifetimeMicros + 1);
   EXPECT_FALSE(auth_->AuthenticateToken(t2.token).ok());
+}
+
+TEST_F(AuthenticatorTest, ACachedSessionIsStillRevokedAtOnceByLogout) {
+  KILN_ASSERT_OK(auth_->CreateUser("ada", "password1", false));
+  KILN_ASSERT_OK_AND_ASSIGN(IssuedToken t, auth_->Login("ada", "password1"));
+  KILN_ASSERT_OK_AND_ASSIGN(Principal p, auth_->AuthenticateToken(t.token));
+  KILN_ASSERT_OK(auth_->AuthenticateToken(t.token));  // served from the cache
+  KILN_ASSERT_OK(auth_->Logout(p));
+  EXPECT_FALSE(auth_->AuthenticateToken(t.token).ok());
+}
+
+TEST_F(AuthenticatorTest, TaskTokensAreNotCachedPastTheirJob) {
+  KILN_ASSERT_OK_AND_ASSIGN(auto ada, auth_->CreateUser("ada", "password1", false));
+  KILN_ASSERT_OK_AND_ASSIGN(std::string token, auth_->IssueTaskToken(7, ada.id));
+  KILN_ASSERT_OK(auth_->AuthenticateToken(token));
+  // The job ended: its tokens go from the store directly, not through the Authenticator.
+  KILN_ASSERT_OK(store_->DeleteJobTokens(7));
+  EXPECT_FALSE(auth_->AuthenticateToken(token).ok());
 }
 
 TEST_F(AuthenticatorTest, TaskTokensReachOnlyTheirJob) {
