@@ -152,6 +152,17 @@ void UseFastBlasKernels(char** argv) {
   execv("/proc/self/exe", argv);
 }
 
+// Each batch worker runs its forward on one core (torch intra-op threads = 1), so the
+// parallelism comes from the workers. OpenBLAS keeps its own thread pool, sized from
+// OPENBLAS_NUM_THREADS (the agent sets it to the task's slots): its threads would spin in
+// sched_yield between a replica's batches and take the cores the workers and the HTTP
+// thread need. One BLAS thread per calling worker.
+void KeepBlasSingleThreaded() {
+  using SetThreads = void (*)(int);
+  auto set_threads = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set_threads != nullptr) set_threads(1);
+}
+
 int DefaultThreads() {
   const int slots = std::atoi(Env("KILN_SLOTS").c_str());
   return slots > 0 ? slots : 1;
@@ -161,6 +172,7 @@ int DefaultThreads() {
 
 int main(int argc, char** argv) {
   UseFastBlasKernels(argv);
+  KeepBlasSingleThreaded();
   CLI::App app{
       "kiln-serve: serves one TorchScript model over HTTP (native /api/v1/predict, Watson ML "
       "/ml/v4/deployments/{id}/predictions, KServe v2 /v2/models/{name}/infer, /metrics) with "
