@@ -182,7 +182,7 @@ int main(int argc, char** argv) {
   std::string host = "127.0.0.1";
   int port = 0;
   int io_threads = 1;
-  int64_t max_queue_delay_us = 500;
+  int64_t max_queue_delay_us = 0;
   options.batching.threads = DefaultThreads();
   app.add_option("--model", model_path, "the TorchScript file (torch.jit.save / kiln.save_model)")
       ->required();

@@ -143,7 +143,7 @@ absl::Status DeploymentController::Recover() {
       k.replicas = static_cast<int>(spec->value("replicas", int64_t{1}));
       k.slots = static_cast<int>(spec->value("slots", int64_t{1}));
       k.max_batch_size = static_cast<int>(spec->value("max_batch_size", int64_t{32}));
-      k.max_queue_delay_us = spec->value("max_queue_delay_us", int64_t{500});
+      k.max_queue_delay_us = spec->value("max_queue_delay_us", int64_t{0});
       k.secret = spec->value("secret", std::string());
       k.generation = spec->value("generation", int64_t{0});
       if (spec->contains("previous_version") && (*spec)["previous_version"].is_number_integer()) {

@@ -36,7 +36,7 @@ struct DeploymentSpec {
   int replicas = 1;
   int slots = 1;  // per replica; kiln-serve runs this many inference threads
   int max_batch_size = 32;
-  int64_t max_queue_delay_us = 500;
+  int64_t max_queue_delay_us = 0;
 };
 
 // A change to a live deployment; unset fields stay as they are. A new `version` rolls out
@@ -137,7 +137,7 @@ class DeploymentController {
     int replicas = 1;
     int slots = 1;
     int max_batch_size = 32;
-    int64_t max_queue_delay_us = 500;
+    int64_t max_queue_delay_us = 0;
     std::string secret;
     std::optional<int64_t> previous_version;  // during a rollout: the version rolled from
     int64_t generation = 0;                   // bumped when the batching knobs change

@@ -29,7 +29,7 @@ struct BatcherOptions {
   int64_t max_batch_size = 32;
   // How long the oldest queued request may wait for others to join its batch. Zero takes
   // whatever is queued when a worker is free (no added delay).
-  std::chrono::microseconds max_queue_delay{500};
+  std::chrono::microseconds max_queue_delay{0};
   // Worker threads, each running one forward at a time.
   int threads = 1;
   // Bound on queued samples: a request that would go past it is refused (503) unless the
