@@ -381,7 +381,8 @@ void RegisterDeployCommands(CLI::App& app, Invocation& inv) {
       ->type_name("B");
   create_cmd
       ->add_option("--max-queue-delay-us", create->max_queue_delay_us,
-                   "Longest a request waits for a batch to fill, in µs (default 0: whatever queued while a worker was busy)")
+                   "Longest a request waits for a batch to fill, in µs (default 0: whatever queued "
+                   "while a worker was busy)")
       ->type_name("D");
   create_cmd->add_flag("--wait", create->wait,
                        "Wait until every replica serves; exit 1 if the deployment FAILED");
