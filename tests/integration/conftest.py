@@ -176,6 +176,8 @@ def master(tmp_path):
     m = Master(tmp_path / "master").start()
     yield m
     m.stop()
+    from serving_util import kill_replicas  # here: serving_util imports this module
+    kill_replicas(m)  # deployments' replicas outlive kilnd by design: stop this test's
 
 
 @pytest.fixture

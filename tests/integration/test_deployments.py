@@ -18,7 +18,8 @@ import pytest
 
 import kiln
 from conftest import BIN, Master, wait_for
-from elastic_util import TERMINAL, live_processes
+from elastic_util import TERMINAL
+from serving_util import kill_replicas, replica_pid
 
 torch = pytest.importorskip("torch")
 
@@ -64,11 +65,7 @@ def master(tmp_path):
                env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}).start()
     yield m
     m.stop()
-    # Replicas outlive kilnd by design (re-attached at its next start): stop this test's.
-    for pid, argv, env in live_processes():
-        if argv and argv[0].endswith(b"kiln-serve") and \
-                env.get(b"KILN_MASTER", b"").endswith(f":{m.port}".encode()):
-            os.kill(pid, signal.SIGKILL)
+    kill_replicas(m)  # replicas outlive kilnd by design: stop this test's
 
 
 @pytest.fixture
@@ -111,16 +108,6 @@ class SteadyClient:
     def __exit__(self, *exc) -> None:
         self.stopping.set()
         self.thread.join(timeout=60)
-
-
-def replica_pid(job_id: int) -> int:
-    def find():
-        for pid, argv, env in live_processes():
-            if argv and argv[0].endswith(b"kiln-serve") and \
-                    env.get(b"KILN_JOB_ID") == str(job_id).encode():
-                return pid
-        return None
-    return wait_for(find, timeout=30, what=f"replica job {job_id}'s kiln-serve process")
 
 
 def test_predictions_through_the_master_match_torch(client, models):
@@ -167,7 +154,7 @@ def test_a_killed_replica_is_replaced_without_a_failed_request(master, client, m
     before = client.wait_deployment("affine-svc", timeout=READY_TIMEOUT)
     victim = before["replicas"][0]["job_id"]
     with SteadyClient(master, "affine-svc") as steady:
-        os.kill(replica_pid(victim), signal.SIGKILL)
+        os.kill(replica_pid(master, victim), signal.SIGKILL)
         client.wait_state(victim, TERMINAL, timeout=60)
 
         def replaced():

@@ -17,7 +17,8 @@ import urllib.parse
 import pytest
 
 from conftest import ADMIN_PASSWORD, BIN, Master, wait_for
-from elastic_util import TERMINAL, live_processes
+from elastic_util import TERMINAL
+from serving_util import kill_replicas, replica_pid
 
 torch = pytest.importorskip("torch")
 
@@ -50,11 +51,7 @@ def master(tmp_path):
                env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}).start()
     yield m
     m.stop()
-    # Replicas outlive kilnd by design (re-attached at its next start): stop this test's.
-    for pid, argv, env in live_processes():
-        if argv and argv[0].endswith(b"kiln-serve") and \
-                env.get(b"KILN_MASTER", b"").endswith(f":{m.port}".encode()):
-            os.kill(pid, signal.SIGKILL)
+    kill_replicas(m)  # replicas outlive kilnd by design: stop this test's
 
 
 @pytest.fixture
@@ -149,16 +146,6 @@ def replica_requests(address: str) -> int:
                           re.M))
 
 
-def replica_pid(job_id: int) -> int:
-    def find():
-        for pid, argv, env in live_processes():
-            if argv and argv[0].endswith(b"kiln-serve") and \
-                    env.get(b"KILN_JOB_ID") == str(job_id).encode():
-                return pid
-        return None
-    return wait_for(find, timeout=30, what=f"replica job {job_id}'s kiln-serve process")
-
-
 def test_load_is_spread_over_both_replicas(master, client, expected):
     client.deploy("svc", "affine", replicas=2)
     d = client.wait_deployment("svc", timeout=READY_TIMEOUT)
@@ -179,7 +166,7 @@ def test_a_replica_killed_under_load_loses_no_request(master, client, expected):
     victim = d["replicas"][0]["job_id"]
     with Load(master, "svc", threads=6) as load:
         load.wait_more(100)
-        os.kill(replica_pid(victim), signal.SIGKILL)
+        os.kill(replica_pid(master, victim), signal.SIGKILL)
         # Requests keep being answered by the survivor while the victim is replaced.
         load.wait_more(300)
         client.wait_state(victim, TERMINAL, timeout=60)
