@@ -14,13 +14,13 @@ namespace kiln::cli::internal {
 // command name.
 void AddUrlOption(CLI::App& command, Invocation& inv);
 
-void RegisterUpCommand(CLI::App& app, Invocation& inv);     // up_command.cc
-void RegisterAuthCommands(CLI::App& app, Invocation& inv);  // auth_command.cc
-void RegisterRunCommand(CLI::App& app, Invocation& inv);    // run_command.cc
-void RegisterJobCommands(CLI::App& app, Invocation& inv);   // jobs_command.cc
-void RegisterLogsCommand(CLI::App& app, Invocation& inv);   // logs_command.cc
-void RegisterHpoCommands(CLI::App& app, Invocation& inv);   // hpo_command.cc
-void RegisterModelCommands(CLI::App& app, Invocation& inv);  // model_command.cc
+void RegisterUpCommand(CLI::App& app, Invocation& inv);       // up_command.cc
+void RegisterAuthCommands(CLI::App& app, Invocation& inv);    // auth_command.cc
+void RegisterRunCommand(CLI::App& app, Invocation& inv);      // run_command.cc
+void RegisterJobCommands(CLI::App& app, Invocation& inv);     // jobs_command.cc
+void RegisterLogsCommand(CLI::App& app, Invocation& inv);     // logs_command.cc
+void RegisterHpoCommands(CLI::App& app, Invocation& inv);     // hpo_command.cc
+void RegisterModelCommands(CLI::App& app, Invocation& inv);   // model_command.cc
 void RegisterDeployCommands(CLI::App& app, Invocation& inv);  // deploy_command.cc
 
 }  // namespace kiln::cli::internal

@@ -16,8 +16,8 @@
 #include "kiln/api/deployments_api.h"
 #include "kiln/api/elastic_api.h"
 #include "kiln/api/experiments_api.h"
-#include "kiln/api/models_api.h"
 #include "kiln/api/inference_api.h"
+#include "kiln/api/models_api.h"
 #include "kiln/api/native_api.h"
 #include "kiln/api/wml_api.h"
 #include "kiln/api/wmla_api.h"
@@ -166,8 +166,8 @@ absl::StatusOr<std::unique_ptr<Master>> Master::Create(MasterOptions options) {
   // Predictions leave this loop at once: it pays only auth, a route lookup and the
   // hand-over; the forwarder's thread does the outgoing HTTP and the retries.
   impl->forwarder = std::make_unique<net::HttpForwarder>();
-  impl->inference_api = std::make_unique<api::InferenceApi>(impl->io, *impl->auth, *impl->routes,
-                                                            *impl->forwarder);
+  impl->inference_api =
+      std::make_unique<api::InferenceApi>(impl->io, *impl->auth, *impl->routes, *impl->forwarder);
   impl->inference_api->SetReplicaUnreachableObserver([m](int64_t deployment_id, int64_t job_id) {
     m->deployments->OnReplicaUnreachable(deployment_id, job_id);
   });

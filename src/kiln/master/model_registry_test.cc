@@ -199,9 +199,9 @@ TEST_F(ModelRegistryTest, AModelWithoutSignatureIsRefusedSayingHowToGiveOne) {
 
 TEST_F(ModelRegistryTest, BadSignaturesAreRefusedNamingTheField) {
   int64_t job = AddJob(alice_, store::JobState::kFinished, R"({"inputs": []})");
-  EXPECT_THAT(
-      registry_->Register(alice_, FromJob("fm", job)).status(),
-      StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("the job's model/signature.json (pass")));
+  EXPECT_THAT(registry_->Register(alice_, FromJob("fm", job)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("the job's model/signature.json (pass")));
   RegisterModelRequest r = FromJob("fm", job);
   r.signature = Json::parse(R"({"inputs": [{"name": "x", "dtype": "float16", "shape": [3]}],
                                 "outputs": [{"name": "y", "dtype": "float32", "shape": [1]}]})");

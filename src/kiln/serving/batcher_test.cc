@@ -164,9 +164,9 @@ TEST(BatcherTest, ZeroDelayTakesWhatIsQueued) {
 
 TEST(BatcherTest, ALoneRequestRunsOnceItsDelayIsOver) {
   SumEngine engine;
-  Batcher batcher(engine, {.max_batch_size = 100,
-                           .max_queue_delay = std::chrono::milliseconds(1),
-                           .threads = 1});
+  Batcher batcher(
+      engine,
+      {.max_batch_size = 100, .max_queue_delay = std::chrono::milliseconds(1), .threads = 1});
   Results results(1);
   ASSERT_TRUE(batcher.Submit({Floats({1, 2}, {1, 2})}, results.For(0)).ok());
   results.WaitAll();  // no company came and no drain: the delay ran out
