@@ -13,8 +13,54 @@ import signal
 from pathlib import Path
 from typing import Iterator
 
+import pytest
+
 from conftest import Master, wait_for
 from elastic_util import live_processes
+
+# The small model both serving test files deploy: 4 features in, 3 out.
+SIGNATURE = {"inputs": [{"name": "x", "dtype": "float32", "shape": [4]}],
+             "outputs": [{"name": "y", "dtype": "float32", "shape": [3]}]}
+READY_TIMEOUT = 120
+
+
+def affine(seed: int = 7, width: int = 4):
+    """tanh(Linear(width, 3)) with weights from `seed`; width 5 cannot take SIGNATURE."""
+    import torch
+
+    class Affine(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(seed)
+            self.fc = torch.nn.Linear(width, 3)
+
+        def forward(self, x):
+            return torch.tanh(self.fc(x))
+
+    return Affine().eval()
+
+
+def save(tmp_path: Path, name: str, module) -> Path:
+    """Saves `module` as TorchScript under tmp_path; returns the file."""
+    import torch
+    path = tmp_path / f"{name}.pt"
+    torch.jit.save(torch.jit.script(module), str(path))
+    return path
+
+
+def close(a: list, b: list) -> bool:
+    import torch
+    return torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+@pytest.fixture
+def serving_master(tmp_path):
+    """A kilnd with room for two replicas plus the one a rolling update starts first."""
+    m = Master(tmp_path / "master", slots=4,
+               env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}).start()
+    yield m
+    m.stop()
+    kill_replicas(m)
 
 
 def replicas_of(master: Master) -> Iterator[tuple[int, dict[bytes, bytes]]]:

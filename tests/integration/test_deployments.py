@@ -12,67 +12,39 @@ import os
 import signal
 import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 
 import kiln
 from conftest import BIN, Master, wait_for
 from elastic_util import TERMINAL
-from serving_util import kill_replicas, replica_pid
+from serving_util import (READY_TIMEOUT, SIGNATURE, affine, close, replica_pid, save,
+                          serving_master)  # noqa: F401 - serving_master is a fixture
 
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.skipif(not (BIN / "kiln-serve").exists(),
                                 reason=f"{BIN / 'kiln-serve'} is missing (built only with LibTorch)")
 
-SIGNATURE = {"inputs": [{"name": "x", "dtype": "float32", "shape": [4]}],
-             "outputs": [{"name": "y", "dtype": "float32", "shape": [3]}]}
 # Five samples every request sends; answers identify the version that computed them.
 SAMPLES = [[0.1 * i, -0.2 * i, 0.3, 1.0 - 0.1 * i] for i in range(5)]
-READY_TIMEOUT = 120
-
-
-class Affine(torch.nn.Module):
-    def __init__(self, seed: int, width: int = 4):
-        super().__init__()
-        torch.manual_seed(seed)
-        self.fc = torch.nn.Linear(width, 3)
-
-    def forward(self, x):
-        return torch.tanh(self.fc(x))
-
-
-def save(tmp_path: Path, name: str, module: torch.nn.Module) -> Path:
-    path = tmp_path / f"{name}.pt"
-    torch.jit.save(torch.jit.script(module.eval()), str(path))
-    return path
 
 
 def expected(module: torch.nn.Module) -> list:
     with torch.no_grad():
-        return module.eval()(torch.tensor(SAMPLES)).tolist()
-
-
-def close(a: list, b: list) -> bool:
-    return torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+        return module(torch.tensor(SAMPLES)).tolist()
 
 
 @pytest.fixture
-def master(tmp_path):
-    # Room for two replicas plus the one a rolling update starts first.
-    m = Master(tmp_path / "master", slots=4,
-               env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}).start()
-    yield m
-    m.stop()
-    kill_replicas(m)  # replicas outlive kilnd by design: stop this test's
+def master(serving_master):
+    return serving_master
 
 
 @pytest.fixture
 def models(tmp_path, client):
     """Registers model "affine" version 1 and 2 (different weights); returns
     {version: expected answers}."""
-    v1, v2 = Affine(1), Affine(2)
+    v1, v2 = affine(seed=1), affine(seed=2)
     for module, name in ((v1, "v1"), (v2, "v2")):
         client.register_model("affine", file=save(tmp_path, name, module), signature=SIGNATURE)
     return {1: expected(v1), 2: expected(v2)}
@@ -192,7 +164,7 @@ def test_rolling_update_drops_no_request_and_switches_the_answers(master, client
 
 def test_a_model_that_fails_to_load_fails_the_deployment_with_the_reason(tmp_path, client):
     # Its forward takes 5 features; the signature promises 4: the warm-up fails.
-    client.register_model("wrong", file=save(tmp_path, "wrong", Affine(1, width=5)),
+    client.register_model("wrong", file=save(tmp_path, "wrong", affine(seed=1, width=5)),
                           signature=SIGNATURE)
     client.deploy("wrong-svc", "wrong", replicas=2)
     d = wait_for(lambda: (lambda d: d if d["state"] == "FAILED" else None)(
@@ -204,7 +176,7 @@ def test_a_model_that_fails_to_load_fails_the_deployment_with_the_reason(tmp_pat
 
 
 def test_a_bad_version_rolls_back_with_the_reason(tmp_path, master, client, models):
-    client.register_model("affine", file=save(tmp_path, "v3", Affine(3, width=5)),
+    client.register_model("affine", file=save(tmp_path, "v3", affine(seed=3, width=5)),
                           signature=SIGNATURE)  # version 3: cannot take its signature
     client.deploy("affine-svc", "affine", version=1, replicas=2)
     client.wait_deployment("affine-svc", timeout=READY_TIMEOUT)

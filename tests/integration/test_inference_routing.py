@@ -18,49 +18,27 @@ import pytest
 
 from conftest import ADMIN_PASSWORD, BIN, Master, wait_for
 from elastic_util import TERMINAL
-from serving_util import kill_replicas, replica_pid
+from serving_util import (READY_TIMEOUT, SIGNATURE, affine, close, replica_pid, save,
+                          serving_master)  # noqa: F401 - serving_master is a fixture
 
 torch = pytest.importorskip("torch")
 
 pytestmark = pytest.mark.skipif(not (BIN / "kiln-serve").exists(),
                                 reason=f"{BIN / 'kiln-serve'} is missing (built only with LibTorch)")
 
-SIGNATURE = {"inputs": [{"name": "x", "dtype": "float32", "shape": [4]}],
-             "outputs": [{"name": "y", "dtype": "float32", "shape": [3]}]}
 SAMPLES = [[0.1 * i, -0.2 * i, 0.3, 1.0 - 0.1 * i] for i in range(3)]
-READY_TIMEOUT = 120
-
-
-class Affine(torch.nn.Module):
-    def __init__(self, width: int = 4):
-        super().__init__()
-        torch.manual_seed(7)
-        self.fc = torch.nn.Linear(width, 3)
-
-    def forward(self, x):
-        return torch.tanh(self.fc(x))
-
-
-def close(a, b) -> bool:
-    return torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
 
 
 @pytest.fixture
-def master(tmp_path):
-    m = Master(tmp_path / "master", slots=4,
-               env={"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}).start()
-    yield m
-    m.stop()
-    kill_replicas(m)  # replicas outlive kilnd by design: stop this test's
+def master(serving_master):
+    return serving_master
 
 
 @pytest.fixture
 def expected(tmp_path, client):
     """Registers model "affine" (version 1) and returns torch's answers for SAMPLES."""
-    module = Affine().eval()
-    path = tmp_path / "affine.pt"
-    torch.jit.save(torch.jit.script(module), str(path))
-    client.register_model("affine", file=path, signature=SIGNATURE)
+    module = affine()
+    client.register_model("affine", file=save(tmp_path, "affine", module), signature=SIGNATURE)
     with torch.no_grad():
         return module(torch.tensor(SAMPLES)).tolist()
 
@@ -177,10 +155,8 @@ def test_a_replica_killed_under_load_loses_no_request(master, client, expected):
 
 def test_no_ready_replica_is_a_503_that_says_why(tmp_path, client, expected):
     # A model whose forward cannot take its signature: every replica fails its warm-up.
-    wrong = Affine(width=5).eval()
-    path = tmp_path / "wrong.pt"
-    torch.jit.save(torch.jit.script(wrong), str(path))
-    client.register_model("wrong", file=path, signature=SIGNATURE)
+    client.register_model("wrong", file=save(tmp_path, "wrong", affine(width=5)),
+                          signature=SIGNATURE)
     client.deploy("broken", "wrong", replicas=1)
     status, body = client.raw("POST", "/api/v1/deployments/broken/predict",
                               json.dumps({"inputs": SAMPLES}).encode(),
