@@ -6,6 +6,7 @@ failures. (Replicas under a master: test_deployments.py.)"""
 from __future__ import annotations
 
 import http.client
+import itertools
 import json
 import os
 import signal
@@ -50,12 +51,18 @@ def model(tmp_path_factory):
     return m, d
 
 
+_serve_numbers = itertools.count()
+
+
 class Serve:
     """One kiln-serve process; `port` once it has written its port file."""
 
     def __init__(self, model_dir: Path, *args: str, env: Optional[dict] = None,
                  model_file: str = "model.pt", signature_file: str = "signature.json"):
-        self.port_file = model_dir / f"port-{os.getpid()}-{id(self)}"
+        # A name no earlier server used: a stale port file (an id() reused after an
+        # earlier test's Serve was freed) would point at a server that is gone.
+        self.port_file = model_dir / f"port-{os.getpid()}-{next(_serve_numbers)}"
+        self.port_file.unlink(missing_ok=True)
         cmd = [str(SERVE), "--model", str(model_dir / model_file),
                "--signature", str(model_dir / signature_file), "--name", "mnist",
                "--version", "2", "--port-file", str(self.port_file), *args]
