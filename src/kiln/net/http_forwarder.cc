@@ -74,8 +74,10 @@ struct Pending {
 struct Pool;
 
 struct Connection {
-  explicit Connection(asio::io_context& io) : stream(io) {}
-  beast::tcp_stream stream;
+  explicit Connection(asio::io_context& io) : stream(io.get_executor()) {}
+  // The io_context's own executor type, not Asio's type-erased default: its copies on
+  // every operation would cost more than the rest of the exchange's bookkeeping.
+  beast::basic_stream<tcp, asio::io_context::executor_type> stream;
   beast::flat_buffer buffer;
   Clock::time_point idle_since;
 
@@ -88,7 +90,7 @@ struct Connection {
   // True when an idle kept-alive connection can no longer carry a request: the server
   // closed it (EOF or reset) or sent bytes nobody asked for.
   bool LooksDead() {
-    tcp::socket& socket = stream.socket();
+    auto& socket = stream.socket();
     if (!socket.is_open()) return true;
     beast::error_code ec;
     socket.non_blocking(true, ec);
