@@ -98,9 +98,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """User+system CPU seconds of `root` and all its live descendants (their own threads;
-    children that already exited are not counted)."""
+def tree_cpu_seconds(roots: Sequence[int]) -> list[float]:
+    """User+system CPU seconds of each root's live process tree (their own threads;
+    children that already exited are not counted). A process is counted once, for the
+    nearest root above it: with roots [kilnd, replica], kilnd's figure leaves out the
+    replica, which runs under kilnd's agent and shim."""
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
     tick = os.sysconf("SC_CLK_TCK")
@@ -115,12 +117,15 @@ def tree_cpu_seconds(root: int) -> float:
         # fields[0] is field 3 (state): ppid is field 4, utime and stime fields 14 and 15.
         parents[int(entry)] = int(fields[1])
         times[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
-    total, frontier = 0.0, [root]
-    while frontier:
-        pid = frontier.pop()
-        total += times.get(pid, 0.0)
-        frontier.extend(child for child, parent in parents.items() if parent == pid)
-    return total
+    totals = [0.0] * len(roots)
+    index = {root: i for i, root in enumerate(roots)}
+    for pid, seconds in times.items():
+        ancestor, hops = pid, 0
+        while ancestor not in index and ancestor in parents and hops < 64:
+            ancestor, hops = parents[ancestor], hops + 1
+        if ancestor in index:
+            totals[index[ancestor]] += seconds
+    return totals
 
 
 def post(url: str, body: bytes, headers: Optional[dict[str, str]] = None,
@@ -136,8 +141,7 @@ def post(url: str, body: bytes, headers: Optional[dict[str, str]] = None,
 
 
 def replica_pids(master_port: Optional[int]) -> list[int]:
-    """The kiln-serve processes whose KILN_MASTER is the bench's kilnd on `master_port`
-    (the agent's shim detaches them from kilnd's process tree)."""
+    """The kiln-serve processes whose KILN_MASTER is the bench's kilnd on `master_port`."""
     pids: list[int] = []
     if not master_port:
         return pids
@@ -356,15 +360,16 @@ class Bench:
                 headers: Optional[dict[str, str]] = None,
                 metrics_url: Optional[str] = None) -> None:
         """Warm-up, then one wrk run per concurrency; appends the rows. The server's CPU
-        is that of the process trees under `cpu_roots` (the first one alone is also
-        recorded, as "front_cpu_us_per_req": kilnd's share when requests go through it)."""
+        is that of the process trees under `cpu_roots`, each process counted once (the first
+        root's own share is also recorded, as "front_cpu_us_per_req": kilnd's when requests
+        go through it, its replica not included)."""
         self.wrk(url, 8, self.opts.warmup, headers)
         for concurrency in self.opts.concurrency:
             load = load_average()
-            before = [tree_cpu_seconds(root) for root in cpu_roots]
+            before = tree_cpu_seconds(cpu_roots)
             batches_before = batch_counters(metrics_url)
             result = self.wrk(url, concurrency, self.opts.duration, headers)
-            spent = [tree_cpu_seconds(root) - b for root, b in zip(cpu_roots, before)]
+            spent = [after - b for after, b in zip(tree_cpu_seconds(cpu_roots), before)]
             batches_after = batch_counters(metrics_url)
             cpu = sum(spent)
             mean_batch = float("nan")
@@ -492,8 +497,8 @@ class Bench:
             except SystemExit as e:
                 print(f"  skipped master: its Watson ML route did not answer: {e}")
                 return
-            # kilnd (with its local agent) first, then the replica, which the shim runs
-            # outside kilnd's process tree.
+            # kilnd (with its local agent and the shims) first, then the replica: its CPU
+            # counts for the replica, not for kilnd, although its shim runs under kilnd.
             port = urllib.parse.urlsplit(kilnd.url).port
             roots = [kilnd.proc.pid, *replica_pids(port)]  # type: ignore[union-attr]
             replica = (deployment.get("replicas") or [{}])[0].get("address", "")
