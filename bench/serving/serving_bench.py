@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """Serving benchmark: kiln-serve vs the model in-process vs Python REST servers vs the master.
 
-Issue 5's figures, all measured in one run on the same machine with the same two TorchScript
-models (models.py: the 784-256-10 MLP, where HTTP and JSON dominate, and a small CNN, where
-the model dominates) and the same request: one Fashion-MNIST image per request in the
+Issue 5's figures, all measured in one run on the same machine with the same TorchScript
+models (models.py: the 784-256-10 MLP, where HTTP and JSON dominate; a small CNN, where the
+model dominates; and a wide 784-1024-1024-10 MLP whose forward is bound by reading its
+weights, which a batch shares) and the same request: one Fashion-MNIST image per request in the
 Watson ML v4 payload {"input_data":[{"values":[[784 floats]]}]}.
 
   inprocess   batched forward throughput with no HTTP or JSON (inprocess.py), batch 1, 32,
@@ -57,7 +58,7 @@ PYTHON = "/usr/bin/python3"  # the python3 with torch
 WRK_SCRIPT = os.path.join(HERE, "wml_post.lua")
 WML_ROUTE = "/ml/v4/deployments/{id}/predictions"
 SIDES = ("inprocess", "kiln-serve", "flask", "gunicorn", "master")
-MODELS = ("mlp", "cnn")
+MODELS = ("mlp", "cnn", "wide")
 # Every process that runs torch gets these, so that N workers use N cores and no more.
 PINNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
           "OMP_WAIT_POLICY": "PASSIVE"}
@@ -643,7 +644,7 @@ def main() -> None:
                         help="holds bin/kiln-serve (and kilnd, kiln-agent, kiln-shim for "
                              "'master'); default $KILN_BUILD_DIR, else build/bench")
     parser.add_argument("--models", default=",".join(MODELS),
-                        help="comma-separated subset of mlp,cnn")
+                        help="comma-separated subset of mlp,cnn,wide")
     parser.add_argument("--concurrency", default="1,8,64", help="wrk -c values")
     parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk warm-up")
@@ -653,7 +654,8 @@ def main() -> None:
                         help="kiln-serve --threads (and the deployment's slots)")
     parser.add_argument("--max-batch-size", type=int, default=64,
                         help="kiln-serve's batching on (off is 1)")
-    parser.add_argument("--max-queue-delay-us", type=int, default=200)
+    parser.add_argument("--max-queue-delay-us", type=int, default=0,
+                        help="kiln-serve's own default: a batch is what queued meanwhile")
     parser.add_argument("--serve-args", default="",
                         help="extra kiln-serve flags for the direct runs, e.g. '--io-threads 2'")
     parser.add_argument("--gunicorn-workers", type=int, default=2)
