@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <chrono>
+#include <climits>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -149,7 +150,13 @@ void UseFastBlasKernels(char** argv) {
                                                        : nullptr;
   if (core == nullptr) return;
   setenv("OPENBLAS_CORETYPE", core, 1);
-  execv("/proc/self/exe", argv);
+  // The binary's real path, not /proc/self/exe: the process's name (ps, top, pgrep) comes
+  // from the file executed, and would otherwise read "exe".
+  char path[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", path, sizeof(path) - 1);
+  if (n <= 0) return;
+  path[n] = '\0';
+  execv(path, argv);
 }
 
 // Each batch worker runs its forward on one core (torch intra-op threads = 1), so the
