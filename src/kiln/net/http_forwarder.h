@@ -51,7 +51,8 @@ struct HttpForwarderOptions {
 // a pooled one turns out stale). Errors: Unavailable (connect failure, reset, closed),
 // DeadlineExceeded (no full answer within the timeout; not retryable: the replica may
 // still be working on it), ResourceExhausted (response over max_response_bytes),
-// Cancelled (the forwarder stopped). Any HTTP status is an OK result.
+// Cancelled (the forwarder stopped), InvalidArgument (a method, target or header with a
+// space, CR, LF or NUL where none may be). Any HTTP status is an OK result.
 using ForwardCallback = std::function<void(absl::StatusOr<HttpResponse> response, bool retryable)>;
 
 // Thread-safe: Forward may be called from any thread.

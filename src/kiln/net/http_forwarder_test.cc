@@ -120,6 +120,45 @@ TEST(HttpForwarderTest, PassesStatusContentTypeBodyAndExtraHeaders) {
   EXPECT_FALSE(bad.retryable);
 }
 
+TEST(HttpForwarderTest, AnEmptyBodyIsSentWithContentLengthZeroAndTheConnectionStaysUsable) {
+  TestServer server(EchoRouter());
+  HttpForwarder forwarder;
+  for (int i = 0; i < 3; ++i) {
+    Result r = ForwardAndWait(forwarder, server.port(), Post("/echo", ""));
+    ASSERT_TRUE(r.response.ok()) << r.response.status();
+    EXPECT_EQ(r.response->body, "|");
+  }
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 1u);
+}
+
+TEST(HttpForwarderTest, AHeadThatWouldEndALineEarlyIsRefusedBeforeAnythingIsSent) {
+  std::atomic<int> served{0};
+  Router router;
+  router.Add("POST", "/echo", [&served](HttpRequest&, Responder res) {
+    ++served;
+    res.Send(HttpResponse{});
+  });
+  TestServer server(std::move(router));
+  HttpForwarder forwarder;
+  auto injected_value = Post("/echo", "x");
+  injected_value->headers.emplace_back("X-Kiln-Serve-Secret", "s\r\nX-Admin: 1");
+  auto injected_name = Post("/echo", "x");
+  injected_name->headers.emplace_back("X-A: b\r\nX-C", "d");
+  auto spaced_target = Post("/echo HTTP/1.0\r\n", "x");
+  auto bad_type = Post("/echo", "x");
+  bad_type->content_type = "text/plain\nX-Admin: 1";
+  for (const auto& request : {injected_value, injected_name, spaced_target, bad_type}) {
+    Result r = ForwardAndWait(forwarder, server.port(), request);
+    ASSERT_FALSE(r.response.ok());
+    EXPECT_TRUE(absl::IsInvalidArgument(r.response.status())) << r.response.status();
+    EXPECT_FALSE(r.retryable);
+  }
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 0u);
+  EXPECT_EQ(served.load(), 0);
+  ASSERT_TRUE(ForwardAndWait(forwarder, server.port(), Post("/echo", "x")).response.ok());
+  EXPECT_EQ(served.load(), 1);
+}
+
 TEST(HttpForwarderTest, ReusesOneKeptAliveConnectionForSequentialRequests) {
   TestServer server(EchoRouter());
   HttpForwarder forwarder;
