@@ -186,6 +186,13 @@ def test_bad_payloads_are_400_with_the_signature(serve):
     assert metric(metrics, "kiln_serve_batch_size_count") == 1
 
 
+def test_the_process_is_named_kiln_serve(serve):
+    # kiln-serve may re-execute itself (for OPENBLAS_CORETYPE); ps, top and pgrep must
+    # still show its name, not "exe".
+    s = serve()
+    assert Path(f"/proc/{s.proc.pid}/comm").read_text().strip() == "kiln-serve"
+
+
 def test_signature_from_a_job_config_and_the_secret_header(model, serve):
     _, d = model
     (d / "config.json").write_text(json.dumps({"signature": SIGNATURE, "other": 1}))
