@@ -121,13 +121,25 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help=f"folder with the IDX files (default: $DATA_DIR if it has them, "
                         f"else {DEFAULT_DATA_DIR})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where to train; auto: CUDA when a GPU is visible (a job submitted "
+                        "with gpus >= 1), else the CPU")
     args = p.parse_args(argv)
     if args.model not in ("mlp", "cnn"):
         p.error(f"model must be mlp or cnn, got {args.model!r}")
     for name in ("epochs", "batch_size", "hidden"):
         if getattr(args, name) < 1:
             p.error(f"{name} must be >= 1")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA GPU is visible to this process (submit the job "
+                "with gpus >= 1, or use --device cpu)")
     return args
+
+
+def pick_device(choice: str) -> torch.device:
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
 
 
 def _read_idx(path: str) -> np.ndarray:
@@ -181,7 +193,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float,
     for i in range(0, len(x), 1000):
         out = model(x[i:i + 1000])
         loss_sum += F.nll_loss(out, y[i:i + 1000], reduction="sum").item()
-        correct += int((out.argmax(1) == y[i:i + 1000]).sum())
+        correct += int((out.argmax(1) == y[i:i + 1000]).sum().item())
     model.train()
     return loss_sum / len(x), correct / len(x)
 
@@ -228,8 +240,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     test_x, test_y = load_split(data_dir, "t10k", args.test_limit)
     print(f"data {len(train_x)} train / {len(test_x)} test images from {data_dir} "
           f"({time.monotonic() - t0:.1f} s)", flush=True)
+    # The whole set fits on any GPU (Fashion-MNIST is 220 MB as float32): moved once.
+    device = pick_device(args.device)
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    test_x, test_y = test_x.to(device), test_y.to(device)
+    print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})"
+                                if device.type == "cuda" else ""), flush=True)
 
     model: nn.Module = MLP(args.hidden) if args.model == "mlp" else CNN(args.hidden)
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
     batches = (len(train_x) + args.batch_size - 1) // args.batch_size
 
@@ -240,7 +259,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ckpt_path = (os.path.join(ctx.checkpoint_dir, "checkpoint.pt")
                  if ctx.checkpoint_dir else None)
     if ckpt_path and os.path.exists(ckpt_path):
-        ckpt = torch.load(ckpt_path)
+        # map_location: a checkpoint written on a GPU resumes on a CPU and the other way.
+        ckpt = torch.load(ckpt_path, map_location=device)
         # epochs may change (a multi-fidelity HPO promotes a trial to more epochs).
         same = {k: v for k, v in hparams.items() if k != "epochs"}
         theirs = {k: v for k, v in (ckpt.get("hparams") or {}).items() if k != "epochs"}
@@ -253,7 +273,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             epoch, next_batch = ckpt["epoch"], ckpt["next_batch"]
             global_step, order = ckpt["global_step"], ckpt["order"]
             history = ckpt["history"]
-            torch.set_rng_state(ckpt["rng"])
+            torch.set_rng_state(ckpt["rng"].cpu())
             print(f"resumed from {ckpt_path} at epoch {epoch} batch {next_batch}",
                   flush=True)
 
@@ -280,7 +300,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                           if ckpt_path else "SIGTERM: no CHECKPOINT_DIR, exiting",
                           flush=True)
                     return EXIT_SIGTERM
-                idx = order[b * args.batch_size:(b + 1) * args.batch_size]
+                idx = order[b * args.batch_size:(b + 1) * args.batch_size].to(device)
                 optimizer.zero_grad()
                 loss = F.nll_loss(model(train_x[idx]), train_y[idx])
                 loss.backward()

@@ -35,6 +35,10 @@ def save_model(model: Any, example_input: Any, path: Optional[str] = None,
     without gradients, to learn the output shapes; the saved file is then loaded back
     and must give the same output, so a file that would fail to serve fails here.
 
+    A model trained on a GPU is saved from a CPU copy (the model itself is not moved):
+    a TorchScript file keeps the device of its weights, and of any device a trace saw,
+    and replicas serve on CPUs.
+
     Parameters
     ----------
     model : torch.nn.Module
@@ -96,6 +100,7 @@ def save_model(model: Any, example_input: Any, path: Optional[str] = None,
     if hasattr(model, "eval"):
         model.eval()
     try:
+        model, inputs = _on_cpu(model, inputs, torch)
         compiled = _compile(model, inputs, torch)
         with torch.no_grad():
             expected = compiled(*inputs)
@@ -130,6 +135,17 @@ def save_model(model: Any, example_input: Any, path: Optional[str] = None,
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
+
+
+def _on_cpu(model: Any, inputs: tuple, torch: Any) -> tuple[Any, tuple]:
+    """``model`` and ``inputs`` as they are when all on the CPU, else CPU copies."""
+    tensors = list(inputs)
+    if isinstance(model, torch.nn.Module):
+        tensors += list(model.parameters()) + list(model.buffers())
+    if all(t.device.type == "cpu" for t in tensors):
+        return model, inputs
+    import copy
+    return copy.deepcopy(model).cpu(), tuple(t.cpu() for t in inputs)
 
 
 def _compile(model: Any, inputs: tuple, torch: Any) -> Any:

@@ -10,7 +10,7 @@ nvidia-smi -L; python3 -c "import torch; print(torch.__version__, torch.cuda.is_
 rm -rf /tmp/k && mkdir -p /tmp/k
 $B/kilnd --data-dir /tmp/k --port 0 --local-agent --slots 4 --log-level info > $OUT/kilnd.log 2>&1 &
 for i in $(seq 1 50); do [ -f /tmp/k/kilnd.url ] && break; sleep 0.2; done
-timeout 200 python3 tests/gpu/gpu_check.py
+timeout 330 python3 tests/gpu/gpu_check.py
 status=$?
 kill %1
 exit $status

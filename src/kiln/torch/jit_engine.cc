@@ -89,7 +89,8 @@ absl::StatusOr<std::unique_ptr<JitEngine>> JitEngine::Load(const std::string& pa
   ::torch::jit::getExecutorMode() = options.profiling_executor;
   auto model = std::make_unique<Model>();
   try {
-    model->module = ::torch::jit::load(path);
+    // Onto the CPU: a file saved from a GPU model records its weights as CUDA tensors.
+    model->module = ::torch::jit::load(path, ::torch::kCPU);
     model->module.eval();
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(

@@ -84,6 +84,19 @@ def forward(self, x):
   EXPECT_THAT(Values<float>(out->at(0)), ElementsAre(0, 1, 2, 3, 5, 7));
 }
 
+// testdata/cuda_linear.pt: the same module scripted and saved on a GPU by
+// tests/gpu/make_cuda_fixture.py, so its weight is stored as a CUDA tensor. This LibTorch
+// has no CUDA: the file loads only because the engine maps it onto the CPU.
+TEST_F(JitEngineTest, AModelSavedOnAGpuLoadsAndRunsOnTheCpu) {
+  auto engine = JitEngine::Load(KILN_TORCH_TESTDATA "/cuda_linear.pt", LinearSignature());
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  ASSERT_TRUE((*engine)->WarmUp(4).ok());
+  (*engine)->PrepareThread();
+  auto out = (*engine)->Run({Make<float>(DType::kFloat32, {2, 2}, {1, 0, 1, 1})});
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_THAT(Values<float>(out->at(0)), ElementsAre(0, 1, 2, 3, 5, 7));
+}
+
 TEST_F(JitEngineTest, TupleOutputsFollowTheSignatureAndItsDtypes) {
   const std::string path = SaveModule(dir_, R"(
 def forward(self, a, b):
