@@ -12,6 +12,8 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # LibTorch, c10d Gloo, and a fast BLAS (Debian picks reference BLAS otherwise: 27x slower)
   libtorch-dev libgloo-dev libopenblas0-pthread
+  # tcmalloc for kilnd and kiln-serve (less CPU per request than glibc's malloc)
+  libtcmalloc-minimal4
   # Python side of the workload contract, tests and data
   python3-torch python3-numpy python3-pytest dataset-fashion-mnist python3-optuna python3-cmaes python3-requests
   # tools the tests and benchmarks drive
