@@ -26,6 +26,10 @@ about speed.
     /usr/bin/python3 bench/serving/serving_bench.py kiln-serve gunicorn --models mlp
     /usr/bin/python3 bench/serving/serving_bench.py all --quick     # smoke: 2 s per point
 
+With --master-core K, kilnd (its loop, forwarder and local agent) runs on core K and every
+other process (the replica, the other servers, the in-process runs and wrk) on the other
+cores: the master's cost as on a cluster, where it has a node of its own.
+
 See bench/serving/README.md for what each side does and measured figures.
 """
 
@@ -255,7 +259,7 @@ class Bench:
     # ---- in-process limit -------------------------------------------------------------
 
     def run_inprocess(self, model: str) -> None:
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))
         layouts = [("1 core", 1, 1), (f"{cores} procs x 1 thread", cores, 1)]
         if cores > 1:
             layouts.append((f"1 proc x {cores} threads", 1, cores))
@@ -468,10 +472,14 @@ class Bench:
         # The replica inherits kilnd's environment through the agent: pinned threads too.
         saved_env = {key: os.environ.get(key) for key in PINNED}
         os.environ.update(PINNED)
+        bench_cores = os.sched_getaffinity(0)
         try:
+            if self.opts.master_core is not None:  # kilnd and its agent inherit this
+                os.sched_setaffinity(0, {self.opts.master_core})
             kilnd = KilndProcess(self.opts.build_dir, slots=slots, keep=self.opts.keep)
             kilnd.__enter__()
         finally:
+            os.sched_setaffinity(0, bench_cores)
             for key, value in saved_env.items():
                 if value is None:
                     os.environ.pop(key, None)
@@ -502,6 +510,12 @@ class Bench:
             # counts for the replica, not for kilnd, although its shim runs under kilnd.
             port = urllib.parse.urlsplit(kilnd.url).port
             roots = [kilnd.proc.pid, *replica_pids(port)]  # type: ignore[union-attr]
+            if self.opts.master_core is not None:
+                # The replica was started by kilnd's agent, on kilnd's core: move every
+                # thread of it to the cores the other sides ran on.
+                for pid in roots[1:]:
+                    for tid in os.listdir(f"/proc/{pid}/task"):
+                        os.sched_setaffinity(int(tid), bench_cores)
             replica = (deployment.get("replicas") or [{}])[0].get("address", "")
             metrics_url = f"http://{replica}/metrics" if replica else None
             self.measure("master", model, url, roots, headers, metrics_url)
@@ -650,7 +664,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of wrk warm-up")
     parser.add_argument("--batches", default="1,32,128", help="in-process batch sizes")
     parser.add_argument("--inprocess-seconds", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+    parser.add_argument("--master-core", type=int, default=None,
+                        help="run kilnd alone on this core and everything else on the "
+                             "others (a master with cores of its own, as on a cluster)")
+    parser.add_argument("--threads", type=int, default=None,
                         help="kiln-serve --threads (and the deployment's slots)")
     parser.add_argument("--max-batch-size", type=int, default=64,
                         help="kiln-serve's batching on (off is 1)")
@@ -675,6 +692,15 @@ def main() -> None:
     if opts.quick:
         opts.duration, opts.warmup, opts.inprocess_seconds = 2.0, 1.0, 1.0
     opts.build_dir = os.path.abspath(opts.build_dir)
+    cores = os.sched_getaffinity(0)
+    if opts.master_core is not None:
+        if opts.master_core not in cores or len(cores) < 2:
+            parser.error(f"--master-core {opts.master_core}: this process may run on cores "
+                         f"{sorted(cores)}; give one of them, with at least one left over")
+        cores = cores - {opts.master_core}
+        os.sched_setaffinity(0, cores)  # every side, wrk and (moved) the replica run here
+    if opts.threads is None:
+        opts.threads = len(cores)
     sides = SIDES if "all" in opts.sides else [s for s in SIDES if s in opts.sides]
     if any(s != "inprocess" for s in sides) and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed (scripts/install-deps.sh installs it)")
@@ -687,7 +713,9 @@ def main() -> None:
           f"{opts.max_batch_size} (off: 1) --max-queue-delay-us {opts.max_queue_delay_us} "
           f"{opts.serve_args}; gunicorn -w {opts.gunicorn_workers} -k "
           f"{opts.gunicorn_worker_class} --threads {opts.gunicorn_threads}; "
-          f"OPENBLAS_CORETYPE {CORETYPE or '(OpenBLAS default)'}")
+          f"OPENBLAS_CORETYPE {CORETYPE or '(OpenBLAS default)'}"
+          + (f"; kilnd on core {opts.master_core}, everything else on cores {sorted(cores)}"
+             if opts.master_core is not None else ""))
     try:
         for model in opts.models:
             for side in sides:
