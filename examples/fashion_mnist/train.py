@@ -137,6 +137,7 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
 
 
 def pick_device(choice: str) -> torch.device:
+    """The device for ``--device``: ``auto`` is CUDA when this process sees a GPU."""
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(choice)
