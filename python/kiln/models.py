@@ -58,7 +58,9 @@ def save_model(model: Any, example_input: Any, path: Optional[str] = None,
     Returns
     -------
     str
-        The path of the saved ``model.pt``; ``signature.json`` lies beside it.
+        The path of the saved ``model.pt``; ``signature.json`` lies beside it and is
+        saved inside it too (``torch.jit.load(path, _extra_files={"signature.json": ""})``
+        reads it back), so the file alone can be uploaded to Kiln.
 
     Raises
     ------
@@ -113,7 +115,10 @@ def save_model(model: Any, example_input: Any, path: Optional[str] = None,
         os.makedirs(path, exist_ok=True)
         model_path = os.path.join(path, MODEL_FILE)
         tmp = model_path + ".tmp"
-        torch.jit.save(compiled, tmp)
+        # The signature also goes inside the file (extra/signature.json), so model.pt
+        # alone describes itself: uploads need no separate signature.
+        torch.jit.save(compiled, tmp,
+                       _extra_files={SIGNATURE_FILE: json.dumps(signature, indent=2)})
         os.replace(tmp, model_path)
         # The file, not the in-memory module, is what a replica serves: check it.
         loaded = torch.jit.load(model_path)

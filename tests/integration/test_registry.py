@@ -152,6 +152,10 @@ def test_an_uploaded_file_is_registered_and_downloaded_unchanged(master, client,
                  str(tmp_path / "tiny" / "signature.json"))
     assert r.returncode == 0, r.stderr
     assert r.stdout == "model tiny version 2 registered from upload\n"
+    # kiln.save_model keeps the signature inside model.pt too: the file alone is enough.
+    r = kiln_cli(master, "model", "register", "tiny", "--file", str(path))
+    assert r.returncode == 0, r.stderr
+    assert client.model("tiny")["versions"][-1]["signature"] == TINY_SIGNATURE
     r = kiln_cli(master, "model", "delete", "tiny")
     assert r.returncode == 0, r.stderr
     assert client.models() == []
@@ -159,9 +163,11 @@ def test_an_uploaded_file_is_registered_and_downloaded_unchanged(master, client,
 
 def test_bad_registrations_are_refused_naming_the_problem(master, client, tmp_path):
     path = save_tiny(tmp_path / "tiny")
+    plain = tmp_path / "plain.pt"  # torch.jit.save alone keeps no signature in the file
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), str(plain))
 
     with pytest.raises(kiln.KilnError, match="has no signature.*kiln.save_model"):
-        client.register_model("tiny", file=path)
+        client.register_model("tiny", file=plain)
     bad = {"inputs": [{"name": "x", "dtype": "float16", "shape": [4]}],
            "outputs": TINY_SIGNATURE["outputs"]}
     with pytest.raises(kiln.KilnError, match=r"inputs\[0\]"):
@@ -173,6 +179,9 @@ def test_bad_registrations_are_refused_naming_the_problem(master, client, tmp_pa
     (tmp_path / "weights.pt").write_bytes(b"\x80\x02}q\x00.")
     with pytest.raises(kiln.KilnError, match="is not TorchScript"):
         client.register_model("tiny", file=tmp_path / "weights.pt", signature=TINY_SIGNATURE)
+    torch.save(torch.nn.Linear(4, 2).state_dict(), str(tmp_path / "state.pt"))
+    with pytest.raises(kiln.KilnError, match="written by torch.save"):
+        client.register_model("tiny", file=tmp_path / "state.pt", signature=TINY_SIGNATURE)
     with pytest.raises(kiln.KilnError, match="name \"a b\""):
         client.register_model("a b", file=path, signature=TINY_SIGNATURE)
     # Nothing half-written.

@@ -255,8 +255,10 @@ def test_training_states_cancel_and_bad_requests(wml, tmp_path):
     # A model from a training that did not complete is refused, naming why.
     code, err = wml("POST", "/ml/v4/models", {"name": "m", "training_id": failed["metadata"]["id"]})
     assert code in (400, 409), err
-    code, err = wml("POST", "/ml/v4/models", {"name": "m"})
-    assert_wml_error(code, err, 400, "training_id")
+    # Storage Kiln cannot read (a model without a training gets its file by PUT .../content).
+    code, err = wml("POST", "/ml/v4/models",
+                    {"name": "m", "content_location": {"type": "s3", "contents": []}})
+    assert_wml_error(code, err, 400, "content_location", "/content")
     code, err = wml("POST", "/ml/v4/deployments", {"name": "d", "asset": {"id": "nope"},
                                                    "online": {}})
     assert_wml_error(code, err, 404, "asset.id nope")
@@ -355,3 +357,155 @@ def test_deleting_a_space_takes_its_assets(client, wml):
     assert_wml_error(code, body, 404)
     code, body = wml("GET", f"/ml/v4/trainings/{training_id}")
     assert_wml_error(code, body, 404)
+
+
+def download(client, token: str, path: str) -> tuple[int, bytes]:
+    """GET returning raw bytes (Wml's calls decode bodies as text)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlparse(client.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    conn.request("GET", f"{path}?{V}", headers={"Authorization": f"Bearer {token}"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, data
+
+
+def test_an_uploaded_model_is_stored_deployed_and_scored(client, wml, tmp_path):
+    """client.repository.store_model("model.pt", meta_props) over REST: POST the model,
+    PUT its file (here in a ZIP as WMLA trainings leave it), deploy and score."""
+    import torch
+
+    import kiln
+
+    torch.manual_seed(3)
+    net = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(dim=1))
+    kiln.save_model(net, torch.zeros(1, 4), path=str(tmp_path / "m"), input_names=["x"],
+                    output_names=["probs"])
+    model_pt = (tmp_path / "m" / "model.pt").read_bytes()
+    wrapped = io.BytesIO()
+    with zipfile.ZipFile(wrapped, "w") as z:  # no signature.json: the one inside is used
+        z.writestr("model/trained_model.pt", model_pt)
+        z.writestr("model/trained_model.onnx", b"onnx protobuf")
+    space_id = new_space(wml)
+    meta = {"name": "uploaded mlp", "type": "pytorch-onnx_1.3", "space_id": space_id,
+            "software_spec": {"name": "pytorch-onnx_1.3-py3.7"}}
+
+    code, model = wml("POST", "/ml/v4/models", meta)
+    assert code == 201, model
+    model_id = model["metadata"]["id"]
+    assert "content_import_state" not in model["entity"]
+    # Nothing to deploy or download before the file is there.
+    code, body = wml("POST", "/ml/v4/deployments",
+                     {"space_id": space_id, "name": "d", "online": {}, "asset": {"id": model_id}})
+    assert_wml_error(code, body, 409, "has no content yet", f"/ml/v4/models/{model_id}/content")
+    code, body = wml("GET", f"/ml/v4/models/{model_id}/download")
+    assert_wml_error(code, body, 409, "has no content yet")
+
+    # Bad files are refused, and leave the model as it was.
+    code, body = wml("PUT", f"/ml/v4/models/{model_id}/content?content_format=native",
+                     raw=b"\x80\x02}q.")
+    assert_wml_error(code, body, 400, "neither a TorchScript file nor a .zip or .tar.gz")
+    state = io.BytesIO()
+    torch.save(net.state_dict(), state)
+    code, body = wml("PUT", f"/ml/v4/models/{model_id}/content", raw=state.getvalue())
+    assert_wml_error(code, body, 400, "torch.save")
+    code, body = wml("PUT", f"/ml/v4/models/{model_id}/content?content_format=coreml",
+                     raw=model_pt)
+    assert_wml_error(code, body, 400, "content_format \"coreml\"")
+    assert client.models() == []
+
+    code, attached = wml("PUT", f"/ml/v4/models/{model_id}/content?content_format=native"
+                                f"&space_id={space_id}", raw=wrapped.getvalue())
+    assert code == 201, attached
+    assert attached["content_format"] == "native" and attached["persisted"] is True
+    code, model = wml("GET", f"/ml/v4/models/{model_id}")
+    assert code == 200, model
+    assert model["entity"]["content_import_state"] == "completed"
+    assert model["entity"]["kiln"]["signature"]["inputs"] == [
+        {"name": "x", "dtype": "float32", "shape": [4]}]
+    assert model["entity"]["kiln"]["lineage"] == {"source": "upload"}
+    assert model["entity"]["attachments"][0]["attachment_id"] == attached["attachment_id"]
+    code, body = wml("PUT", f"/ml/v4/models/{model_id}/content", raw=wrapped.getvalue())
+    assert_wml_error(code, body, 409, "already has its content")
+
+    # The file comes back as it went in (the TorchScript file, not the ZIP around it).
+    code, listed = wml("GET", f"/ml/v4/models/{model_id}/content")
+    assert code == 200 and [a["attachment_id"] for a in listed["attachments"]] == [
+        attached["attachment_id"]]
+    assert download(client, wml.token, f"/ml/v4/models/{model_id}/download") == (200, model_pt)
+    assert download(client, wml.token, f"/ml/v4/models/{model_id}/content/"
+                                       f"{attached['attachment_id']}") == (200, model_pt)
+    code, body = wml("GET", f"/ml/v4/models/{model_id}/content/sha256-other")
+    assert_wml_error(code, body, 404, "no attachment")
+
+    code, deployment = wml("POST", "/ml/v4/deployments",
+                           {"space_id": space_id, "name": "uploaded", "online": {},
+                            "hardware_spec": {"name": "S"}, "asset": {"id": model_id}})
+    assert code == 202 or code == 201, deployment
+    deployment_id = deployment["metadata"]["id"]
+
+    def ready():
+        code, d = wml("GET", f"/ml/v4/deployments/{deployment_id}")
+        assert code == 200, d
+        assert d["entity"]["status"]["state"] != "failed", d
+        return d if d["entity"]["status"]["state"] == "ready" else None
+    wait_for(ready, timeout=120, what="the uploaded model's deployment to be ready")
+    rows = [[1.0, 2.0, 3.0, 4.0], [-1.0, 0.5, 0.0, 2.0]]
+    code, scored = wml("POST", f"/ml/v4/deployments/{deployment_id}/predictions",
+                       {"input_data": [{"values": rows}]})
+    assert code == 200, scored
+    with torch.no_grad():
+        expected = net(torch.tensor(rows)).tolist()
+    got = scored["predictions"][0]["values"]
+    assert len(got) == 2
+    for g, e in zip(got, expected):
+        assert g == pytest.approx(e, abs=1e-6)
+
+    code, body = wml("DELETE", f"/ml/v4/deployments/{deployment_id}")
+    assert code == 204, body
+    wait_for(lambda: client.deployments() == [], timeout=60,
+             what="the deleted deployment's replicas to end")
+    code, body = wml("DELETE", f"/ml/v4/models/{model_id}")
+    assert code == 204, body
+    assert client.models() == []
+
+
+def test_an_uploaded_model_takes_its_signature_from_the_request(client, wml, tmp_path):
+    """A plain torch.jit.save file has no signature inside: custom.signature gives it."""
+    import tarfile
+
+    import torch
+
+    plain = io.BytesIO()
+    torch.jit.save(torch.jit.script(torch.nn.Linear(4, 2)), plain)
+    space_id = new_space(wml)
+    code, model = wml("POST", "/ml/v4/models", {"name": "plain", "space_id": space_id,
+                                                "type": "pytorch-onnx_1.3"})
+    assert code == 201, model
+    code, body = wml("PUT", f"/ml/v4/models/{model['metadata']['id']}/content",
+                     raw=plain.getvalue())
+    assert_wml_error(code, body, 400, "has no signature", "custom.signature")
+
+    signature = {"inputs": [{"name": "x", "dtype": "float32", "shape": [4]}],
+                 "outputs": [{"name": "y", "dtype": "float32", "shape": [2]}]}
+    code, body = wml("POST", "/ml/v4/models",
+                     {"name": "plain", "space_id": space_id,
+                      "custom": {"signature": {**signature, "inputs": [{"name": "x"}]}}})
+    assert_wml_error(code, body, 400, "custom.signature")
+    code, model = wml("POST", "/ml/v4/models", {"name": "plain", "space_id": space_id,
+                                                "custom": {"signature": signature}})
+    assert code == 201, model
+    # A .tar.gz with the file in a folder works as a ZIP does.
+    tgz = io.BytesIO()
+    with tarfile.open(fileobj=tgz, mode="w:gz") as tar:
+        info = tarfile.TarInfo("out/linear.pt")
+        info.size = len(plain.getvalue())
+        tar.addfile(info, io.BytesIO(plain.getvalue()))
+    code, attached = wml("PUT", f"/ml/v4/models/{model['metadata']['id']}/content",
+                         raw=tgz.getvalue())
+    assert code == 201, attached
+    code, model = wml("GET", f"/ml/v4/models/{model['metadata']['id']}")
+    assert model["entity"]["kiln"]["signature"] == signature
+    assert model["entity"]["kiln"]["file"]["name"] == "linear.pt"

@@ -4,14 +4,17 @@
 #include <cstdlib>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/api/handler_util.h"
 #include "kiln/api/wml_v4.h"
 #include "kiln/base/clock.h"
+#include "kiln/base/files.h"
 #include "kiln/base/status.h"
 #include "kiln/net/http_parsing.h"
 #include "kiln/net/http_status.h"
+#include "kiln/serving/model_file.h"
 
 namespace kiln::api {
 namespace {
@@ -97,6 +100,18 @@ absl::Status Prefixed(const absl::Status& status, std::string_view prefix) {
                       absl::StrCat(std::string(prefix), std::string(status.message())));
 }
 
+// A WML model holds a registry version once it has content: from its training at once,
+// or from PUT .../content for one created without.
+bool HasContent(const Json& model_body) { return IntAt(model_body, "kiln_model_id") > 0; }
+
+absl::Status NoContentYet(const store::DialectObject& model) {
+  return absl::FailedPreconditionError(
+      absl::StrCat("model ", model.id,
+                   " has no content yet: upload its TorchScript file first with PUT "
+                   "/ml/v4/models/",
+                   model.id, "/content (client.repository.store_model(\"model.pt\", ...) does)"));
+}
+
 }  // namespace
 
 WmlApi::WmlApi(store::Store& store, auth::Authenticator& auth, master::JobController& jobs,
@@ -160,6 +175,11 @@ void WmlApi::Register(net::Router& router) {
   router.Add("GET", "/ml/v4/models", bind(&WmlApi::ListModels));
   router.Add("GET", "/ml/v4/models/{id}", bind(&WmlApi::GetModel));
   router.Add("DELETE", "/ml/v4/models/{id}", bind(&WmlApi::DeleteModel));
+  router.Add("PUT", "/ml/v4/models/{id}/content", bind(&WmlApi::PutModelContent),
+             net::RouteOptions{options_.max_package_bytes});
+  router.Add("GET", "/ml/v4/models/{id}/content", bind(&WmlApi::ListModelContent));
+  router.Add("GET", "/ml/v4/models/{id}/content/{attachment_id}", bind(&WmlApi::DownloadModel));
+  router.Add("GET", "/ml/v4/models/{id}/download", bind(&WmlApi::DownloadModel));
 
   // POST /ml/v4/deployments/{id}/predictions is InferenceApi's (the serving path).
   router.Add("POST", "/ml/v4/deployments", bind(&WmlApi::CreateDeployment));
@@ -362,9 +382,7 @@ void WmlApi::DeleteSpace(HttpRequest& req, Responder res) {
           (void)jobs_.Kill(who, id);
         }
       } else if (std::string_view(kind) == wml::kModelKind) {
-        Json body = BodyOf(obj);
-        (void)models_.DeleteVersion(who, std::to_string(IntAt(body, "kiln_model_id")),
-                                    IntAt(body, "kiln_version"));
+        (void)DropRegistryVersion(who, BodyOf(obj));
       }
       WML_CHECK(store_.DeleteDialectObject(kind, obj.id));
     }
@@ -571,7 +589,10 @@ void WmlApi::DeleteTraining(HttpRequest& req, Responder res) {
 Json WmlApi::ModelJson(const store::DialectObject& obj) {
   Json body = BodyOf(obj);
   Json entity = EntityOf(body);
-  entity["content_import_state"] = "completed";
+  if (HasContent(body)) {
+    entity["content_import_state"] = "completed";
+    if (body.contains("attachment")) entity["attachments"] = Json::array({body["attachment"]});
+  }
   if (body.contains("kiln")) entity["kiln"] = body["kiln"];
   return wml::Resource(MetaOf(obj, kModels, entity), std::move(entity));
 }
@@ -581,6 +602,14 @@ void WmlApi::CreateModel(HttpRequest& req, Responder res) {
   WML_ASSIGN(Json body, ParseBody(req));
   WML_ASSIGN(wml::ModelRequest request, wml::ParseModelRequest(body));
   WML_ASSIGN(std::string space, CheckSpace(who, req, request.space_id));
+  if (request.training_id.empty()) {
+    // The file comes next (PUT .../content); the model is only WML's object until then.
+    Json stored = {{"entity", std::move(request.entity)}};
+    if (request.signature) stored["signature"] = *request.signature;
+    WML_ASSIGN(store::DialectObject obj,
+               Store(who, wml::kModelKind, wml::NewId(), space, std::move(stored)));
+    return SendJson(res, 201, ModelJson(obj));
+  }
   WML_ASSIGN(store::DialectObject training,
              Find(who, wml::kTrainingKind, request.training_id, "training_id"));
   int64_t job_id = 0;
@@ -629,14 +658,144 @@ void WmlApi::GetModel(HttpRequest& req, Responder res) {
 void WmlApi::DeleteModel(HttpRequest& req, Responder res) {
   WML_ASSIGN(auth::Principal who, Caller(req));
   WML_ASSIGN(store::DialectObject obj, Find(who, wml::kModelKind, PathParam(req, "id"), "model"));
-  Json body = BodyOf(obj);
-  absl::Status s = models_.DeleteVersion(who, std::to_string(IntAt(body, "kiln_model_id")),
-                                         IntAt(body, "kiln_version"));
-  // A version a deployment serves stays (409 naming the deployment); one already deleted
-  // through Kiln's own API is no reason to keep the WML object.
-  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return SendWmlError(res, s);
+  WML_CHECK(DropRegistryVersion(who, BodyOf(obj)));
   WML_CHECK(store_.DeleteDialectObject(wml::kModelKind, obj.id));
   NoContent(res);
+}
+
+absl::Status WmlApi::DropRegistryVersion(const auth::Principal& who, const Json& model_body) {
+  if (!HasContent(model_body)) return absl::OkStatus();
+  const std::string model = std::to_string(IntAt(model_body, "kiln_model_id"));
+  absl::Status s = models_.DeleteVersion(who, model, IntAt(model_body, "kiln_version"));
+  // A version a deployment serves stays (409 naming the deployment); one already deleted
+  // through Kiln's own API is no reason to keep the WML object.
+  if (!s.ok() && s.code() != absl::StatusCode::kNotFound) return s;
+  // The Kiln model was made for this WML model: once it has no version left, it goes too.
+  absl::StatusOr<master::ModelView> left = models_.Get(who, model);
+  if (left.ok() && left->versions.empty()) (void)models_.Delete(who, model);
+  return absl::OkStatus();
+}
+
+void WmlApi::PutModelContent(HttpRequest& req, Responder res) {
+  WML_ASSIGN(auth::Principal who, Caller(req));
+  WML_ASSIGN(std::string space, CheckSpace(who, req));
+  (void)space;
+  WML_ASSIGN(store::DialectObject obj, Find(who, wml::kModelKind, PathParam(req, "id"), "model"));
+  std::string format = req.Query("content_format").value_or("");
+  if (!format.empty() && format != "native") {
+    return SendWmlError(res, absl::InvalidArgumentError(absl::StrCat(
+                                 "content_format \"", format,
+                                 "\" is not served by Kiln; upload the TorchScript file (or a "
+                                 ".zip or .tar.gz holding it) with content_format=native")));
+  }
+  Json body = BodyOf(obj);
+  if (HasContent(body)) {
+    return SendWmlError(res, absl::FailedPreconditionError(absl::StrCat(
+                                 "model ", obj.id, " already has its content (Kiln model version ",
+                                 StringAt(body["kiln"], "model"), " v", IntAt(body, "kiln_version"),
+                                 "); store a new model for another file")));
+  }
+  WML_ASSIGN(serving::UploadedModel upload, serving::ModelFromUpload(req.body));
+  WML_ASSIGN(store::PackageRecord package,
+             StorePackage(store_, options_.data_dir, upload.file_name, upload.torchscript));
+
+  Json entity = EntityOf(body);
+  master::RegisterModelRequest reg;
+  reg.name = wml::KilnDeploymentName(StringAt(entity, "name"), "");
+  if (!StringAt(entity, "description").empty()) reg.description = StringAt(entity, "description");
+  reg.package_id = package.id;
+  if (body.contains("signature")) {
+    reg.signature = body["signature"];
+  } else if (upload.signature_json) {
+    absl::StatusOr<Json> parsed = base::ParseJson(*upload.signature_json);
+    if (!parsed.ok()) {
+      return SendWmlError(res,
+                          absl::InvalidArgumentError(absl::StrCat(
+                              upload.signature_source, " is not JSON: ", parsed.status().message(),
+                              "; or give the signature as custom.signature")));
+    }
+    reg.signature = *std::move(parsed);
+  }
+  auto view = models_.Register(who, reg);
+  if (!view.ok() && view.status().code() == absl::StatusCode::kAlreadyExists) {
+    reg.name = wml::KilnDeploymentName(StringAt(entity, "name"), wml::NewId().substr(0, 6));
+    view = models_.Register(who, reg);
+  }
+  if (!view.ok()) {
+    absl::Status why = view.status();
+    if (why.code() == absl::StatusCode::kInvalidArgument &&
+        absl::StrContains(why.message(), "has no signature")) {
+      why = absl::InvalidArgumentError(
+          absl::StrCat(why.message(),
+                       "; through Watson ML, give it as the model's custom.signature or put "
+                       "signature.json beside the file in a .zip or .tar.gz"));
+    }
+    return SendWmlError(res, Prefixed(why, "cannot store the model's content: "));
+  }
+  const store::ModelVersionRecord& version = view->versions.back();
+  Json attachment = {{"attachment_id", package.id},
+                     {"content_format", "native"},
+                     {"persisted", true},
+                     {"name", upload.file_name}};
+  body["kiln_model_id"] = view->model.id;
+  body["kiln_version"] = version.version;
+  body["kiln"] = master::ModelVersionToJson(view->model, version);
+  body["attachment"] = attachment;
+  obj.body_json = body.dump();
+  obj.updated_at = base::SystemClock::Get().NowMicros();
+  if (absl::Status stored = store_.PutDialectObject(obj); !stored.ok()) {
+    // Keep the two in step: the version is only reachable through this object.
+    (void)models_.DeleteVersion(who, std::to_string(view->model.id), version.version);
+    return SendWmlError(res, stored);
+  }
+  attachment.erase("name");
+  SendJson(res, 201, attachment);
+}
+
+void WmlApi::ListModelContent(HttpRequest& req, Responder res) {
+  WML_ASSIGN(auth::Principal who, Caller(req));
+  WML_ASSIGN(store::DialectObject obj, Find(who, wml::kModelKind, PathParam(req, "id"), "model"));
+  Json body = BodyOf(obj);
+  Json attachments = Json::array();
+  if (HasContent(body)) {
+    Json a = body.value("attachment", Json::object());
+    if (a.empty()) {  // from a training: the registry's file stands for the attachment
+      Json file = body["kiln"].value("file", Json::object());
+      a = {{"attachment_id", file.value("package_id", "")},
+           {"content_format", "native"},
+           {"persisted", true},
+           {"name", file.value("name", "model.pt")}};
+    }
+    attachments.push_back(std::move(a));
+  }
+  SendJson(res, 200,
+           {{"total_count", attachments.size()},
+            {"attachments", attachments},
+            {"resources", attachments}});
+}
+
+void WmlApi::DownloadModel(HttpRequest& req, Responder res) {
+  WML_ASSIGN(auth::Principal who, Caller(req));
+  WML_ASSIGN(store::DialectObject obj, Find(who, wml::kModelKind, PathParam(req, "id"), "model"));
+  Json body = BodyOf(obj);
+  if (!HasContent(body)) return SendWmlError(res, NoContentYet(obj));
+  WML_ASSIGN(master::ModelView view,
+             models_.GetVersion(who, std::to_string(IntAt(body, "kiln_model_id")),
+                                IntAt(body, "kiln_version")));
+  const store::ModelVersionRecord& version = view.versions.front();
+  std::string attachment = PathParam(req, "attachment_id");
+  if (!attachment.empty() && attachment != version.package_id) {
+    return SendWmlError(res, absl::NotFoundError(absl::StrCat(
+                                 "model ", obj.id, " has no attachment \"", attachment,
+                                 "\"; GET /ml/v4/models/", obj.id, "/content lists its one")));
+  }
+  WML_ASSIGN(std::string bytes, base::ReadFile(models_.ContentPath(version)));
+  net::HttpResponse r;
+  r.content_type = "application/octet-stream";
+  r.headers.emplace_back("Content-Disposition",
+                         absl::StrCat("attachment; filename=\"", version.file_name, "\""));
+  r.body = std::move(bytes);
+  res.Send(std::move(r));
 }
 
 // ---------------------------------------------------------------- deployments
@@ -680,6 +839,7 @@ void WmlApi::CreateDeployment(HttpRequest& req, Responder res) {
   WML_ASSIGN(std::string space, CheckSpace(who, req, request.space_id));
   WML_ASSIGN(store::DialectObject model, Find(who, wml::kModelKind, request.asset_id, "asset.id"));
   Json model_body = BodyOf(model);
+  if (!HasContent(model_body)) return SendWmlError(res, NoContentYet(model));
   master::DeploymentSpec spec;
   spec.name = wml::KilnDeploymentName(request.name, wml::NewId().substr(0, 6));
   spec.model = std::to_string(IntAt(model_body, "kiln_model_id"));

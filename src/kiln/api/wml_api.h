@@ -11,8 +11,8 @@
 //
 // Differences from WML, each answered with a message: trainings run one node; data comes
 // from a shared file system (training_data_references[0].location.path → DATA_DIR);
-// models come from completed trainings (upload files with Kiln's POST /api/v1/models);
-// deployments are online only.
+// models come from completed trainings or from an uploaded TorchScript file (PUT
+// .../content); deployments are online only.
 #pragma once
 
 #include <optional>
@@ -77,6 +77,12 @@ class WmlApi {
   void ListModels(Req& req, Res res);
   void GetModel(Req& req, Res res);
   void DeleteModel(Req& req, Res res);
+  // PUT /ml/v4/models/{id}/content: the file of a model created without a training.
+  void PutModelContent(Req& req, Res res);
+  // GET /ml/v4/models/{id}/content: its attachment (one: the TorchScript file).
+  void ListModelContent(Req& req, Res res);
+  // GET /ml/v4/models/{id}/download and .../content/{attachment_id}: the file.
+  void DownloadModel(Req& req, Res res);
   // Deployments.
   void CreateDeployment(Req& req, Res res);
   void ListDeployments(Req& req, Res res);
@@ -100,6 +106,11 @@ class WmlApi {
   absl::StatusOr<store::DialectObject> Store(const auth::Principal& who, const char* kind,
                                              std::string id, const std::string& space_id,
                                              base::Json body);
+
+  // Deletes the registry version a WML model holds (none before its content came), and
+  // the Kiln model once no version is left. A version a deployment serves: the registry's
+  // FailedPrecondition naming it.
+  absl::Status DropRegistryVersion(const auth::Principal& who, const base::Json& model_body);
 
   // WML's JSON of each object.
   base::Json SpaceJson(const store::DialectObject& obj);

@@ -21,6 +21,7 @@
 #include "kiln/base/random.h"
 #include "kiln/base/status.h"
 #include "kiln/net/http_status.h"
+#include "kiln/serving/signature.h"
 
 namespace kiln::api::wml {
 namespace {
@@ -645,18 +646,26 @@ absl::StatusOr<ModelRequest> ParseModelRequest(const Json& body) {
   KILN_ASSIGN_OR_RETURN(r.description, OptString(body, "description", "description", kMaxText));
   KILN_ASSIGN_OR_RETURN(r.space_id, OptString(body, "space_id", "space_id", kMaxName));
   r.training_id = TrainingIdOf(body);
-  if (r.training_id.empty()) {
-    return Field("training_id",
-                 "Kiln stores models from a completed training: give \"training_id\" (or the "
-                 "training's results_reference as training_data_references, as "
-                 "client.repository.store_model(training_id, ...) does); to upload a model file "
-                 "use Kiln's POST /api/v1/models");
+  if (r.training_id.empty() && body.contains("content_location")) {
+    return Field("content_location",
+                 "names no Kiln training (Kiln stores a model from a completed training, "
+                 "given as \"training_id\", or from a file: create the model without "
+                 "content_location, then PUT the TorchScript file to "
+                 "/ml/v4/models/{id}/content)");
+  }
+  if (body.contains("custom") && body["custom"].is_object() &&
+      body["custom"].contains("signature")) {
+    const Json& given = body["custom"]["signature"];
+    if (absl::StatusOr<serving::Signature> parsed = serving::ParseSignature(given); !parsed.ok()) {
+      return Field("custom.signature", std::string(parsed.status().message()));
+    }
+    r.signature = given;
   }
   r.entity = Pick(body, {"type", "software_spec", "tags", "custom", "training_data_references",
                          "content_location", "model_definition"});
   r.entity["name"] = r.name;
   r.entity["description"] = r.description;
-  r.entity["training_id"] = r.training_id;
+  if (!r.training_id.empty()) r.entity["training_id"] = r.training_id;
   return r;
 }
 

@@ -124,12 +124,20 @@ struct ModelRequest {
   std::string name;
   std::string description;
   std::string space_id;
-  std::string training_id;  // found in the body (see TrainingIdOf)
+  // Found in the body (see TrainingIdOf); "" for a model whose file is uploaded next
+  // with PUT /ml/v4/models/{id}/content.
+  std::string training_id;
+  // `custom.signature`: the model's signature (Kiln's JSON form), checked; overrides
+  // the one saved in or beside the file.
+  std::optional<base::Json> signature;
   base::Json entity = base::Json::object();
 };
-// The body of POST /ml/v4/models: `name` (required) and the training it comes from, as
-// `training_id`, `training.id`, or inside the `training_data_references` /
-// `content_location` paths the Python client and WMLA generate (TrainingIdOf).
+// The body of POST /ml/v4/models: `name` (required) and, for a model from a training,
+// the training, as `training_id`, `training.id`, or inside the `training_data_references`
+// / `content_location` paths the Python client and WMLA generate (TrainingIdOf). Without
+// one the model's file comes later (client.repository.store_model("model.pt", ...)).
+// InvalidArgument when content_location names no training (Kiln reads no outside
+// storage) or custom.signature is malformed.
 absl::StatusOr<ModelRequest> ParseModelRequest(const base::Json& body);
 // The training id a store_model body points at, or "" when it names none.
 std::string TrainingIdOf(const base::Json& body);

@@ -17,6 +17,7 @@ namespace kiln::api::wml {
 namespace {
 
 using base::Json;
+using ::testing::AllOf;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::MatchesRegex;
@@ -318,8 +319,26 @@ TEST(WmlModelTest, FindsTheTrainingInEveryForm) {
       ParseModelRequest({{"name", "mnist"}, {"training_id", "7"}, {"type", "pytorch-onnx_1.3"}}));
   EXPECT_EQ(m.training_id, "7");
   EXPECT_EQ(m.entity["type"], "pytorch-onnx_1.3");
-  EXPECT_THAT(ParseModelRequest({{"name", "mnist"}}),
-              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("training_id")));
+  // No training: the file comes next with PUT .../content.
+  KILN_ASSERT_OK_AND_ASSIGN(m, ParseModelRequest({{"name", "mnist"}, {"type", "pytorch"}}));
+  EXPECT_EQ(m.training_id, "");
+  EXPECT_EQ(m.signature, std::nullopt);
+  Json signature = Json::parse(R"({"inputs": [{"name": "x", "dtype": "float32", "shape": [4]}],
+                                   "outputs": [{"name": "y", "dtype": "float32", "shape": [2]}]})");
+  KILN_ASSERT_OK_AND_ASSIGN(
+      m, ParseModelRequest({{"name", "mnist"}, {"custom", {{"signature", signature}}}}));
+  EXPECT_EQ(m.signature, signature);
+  signature["inputs"][0]["dtype"] = "float16";
+  EXPECT_THAT(ParseModelRequest({{"name", "mnist"}, {"custom", {{"signature", signature}}}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       HasSubstr("custom.signature: signature.inputs[0].dtype")));
+  // A content_location Kiln cannot read.
+  EXPECT_THAT(
+      ParseModelRequest(
+          {{"name", "mnist"}, {"content_location", {{"type", "s3"}, {"contents", Json::array()}}}}),
+      StatusIs(absl::StatusCode::kInvalidArgument,
+               AllOf(HasSubstr("content_location: names no Kiln training"),
+                     HasSubstr("/ml/v4/models/{id}/content"))));
   EXPECT_THAT(ParseModelRequest({{"training_id", "7"}}),
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("name: is required")));
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "kiln/base/files.h"
 #include "kiln/base/status.h"
+#include "kiln/serving/model_file.h"
 #include "kiln/serving/signature.h"
 
 namespace kiln::master {
@@ -121,6 +122,21 @@ Json FinalMetrics(const std::vector<store::MetricPoint>& points) {
   return out;
 }
 
+// The signature kiln.save_model saves inside a TorchScript file (nullopt when it has none
+// or the bytes are not TorchScript: the file's own check reports that).
+absl::StatusOr<std::optional<Json>> SignatureInside(const std::string& name,
+                                                    std::string_view bytes) {
+  absl::StatusOr<std::optional<std::string>> text = serving::EmbeddedSignature(bytes);
+  if (!text.ok() || !text->has_value()) return std::nullopt;
+  absl::StatusOr<Json> parsed = base::ParseJson(**text);
+  if (!parsed.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("the signature saved inside ", name,
+                                                   " is not JSON: ", parsed.status().message(),
+                                                   "; pass \"signature\" to override it"));
+  }
+  return std::optional<Json>(*std::move(parsed));
+}
+
 std::string Dirname(const std::string& path) {
   size_t slash = path.rfind('/');
   return slash == std::string::npos ? "" : path.substr(0, slash + 1);
@@ -129,18 +145,7 @@ std::string Dirname(const std::string& path) {
 }  // namespace
 
 absl::Status CheckTorchScriptFile(std::string_view name, std::string_view bytes) {
-  if (bytes.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("the model file \"", std::string(name), "\" is empty"));
-  }
-  if (bytes.size() < 4 || bytes.substr(0, 4) != std::string_view("PK\x03\x04", 4)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "the model file \"", std::string(name),
-        "\" is not TorchScript (torch.jit.save writes a zip archive; a state_dict saved with "
-        "torch.save is not enough): save it with torch.jit.script(model).save(\"model.pt\") or "
-        "kiln.save_model(model, example_input)"));
-  }
-  return absl::OkStatus();
+  return serving::CheckTorchScript(name, bytes);
 }
 
 absl::StatusOr<RegisterModelRequest> ParseRegisterModelRequest(const Json& body,
@@ -235,7 +240,8 @@ Json ModelToJson(const ModelView& view, bool all_versions) {
 
 struct ModelRegistry::JobSource {
   store::PackageRecord file;
-  std::optional<Json> signature;  // from the artifact beside the model, when saved
+  std::optional<Json> signature;  // from the artifact beside the model, or inside it
+  std::string signature_source;   // where it came from, for messages
   Json metrics = Json::object();
   Json lineage = Json::object();
 };
@@ -292,6 +298,10 @@ absl::StatusOr<ModelRegistry::JobSource> ModelRegistry::FromJob(const auth::Prin
                                                      "; pass \"signature\" to override it"));
     }
     out.signature = *std::move(parsed);
+    out.signature_source = absl::StrCat("the job's ", signature_path);
+  } else {
+    KILN_ASSIGN_OR_RETURN(out.signature, SignatureInside(path, bytes));
+    out.signature_source = absl::StrCat("the signature saved inside the job's ", path);
   }
   KILN_ASSIGN_OR_RETURN(std::vector<store::MetricPoint> points,
                         store_.GetMetrics(job_id, std::nullopt));
@@ -339,6 +349,7 @@ absl::StatusOr<ModelView> ModelRegistry::Register(const auth::Principal& who,
 
   store::ModelVersionRecord version;
   std::optional<Json> signature = request.signature;
+  std::string signature_source;
   Json metrics = Json::object();
   Json lineage;
   if (request.job_id) {
@@ -346,7 +357,10 @@ absl::StatusOr<ModelView> ModelRegistry::Register(const auth::Principal& who,
     version.package_id = source.file.id;
     version.file_name = source.file.name;
     version.size = source.file.size;
-    if (!signature) signature = std::move(source.signature);
+    if (!signature) {
+      signature = std::move(source.signature);
+      signature_source = std::move(source.signature_source);
+    }
     metrics = std::move(source.metrics);
     lineage = std::move(source.lineage);
   } else if (request.package_id) {
@@ -365,6 +379,11 @@ absl::StatusOr<ModelView> ModelRegistry::Register(const auth::Principal& who,
     version.file_name = file->name;
     version.size = file->size;
     lineage = {{"source", "upload"}};
+    if (!signature) {
+      KILN_ASSIGN_OR_RETURN(std::string bytes, base::ReadFile(ContentPath(version)));
+      KILN_ASSIGN_OR_RETURN(signature, SignatureInside(file->name, bytes));
+      signature_source = absl::StrCat("the signature saved inside ", file->name);
+    }
   } else {
     return absl::InvalidArgumentError("say where the model comes from: job_id or package_id");
   }
@@ -377,8 +396,8 @@ absl::StatusOr<ModelView> ModelRegistry::Register(const auth::Principal& who,
       Json normalized,
       NormalizeSignature(*signature, request.signature
                                          ? ""
-                                         : "the job's model/signature.json (pass \"signature\" "
-                                           "to override it): "));
+                                         : absl::StrCat(signature_source,
+                                                        " (pass \"signature\" to override it): ")));
   if (request.metrics) metrics = *request.metrics;
   version.signature_json = base::DumpJson(normalized);
   version.metrics_json = base::DumpJson(metrics);

@@ -24,6 +24,15 @@ namespace {
 using base::Json;
 using ::testing::HasSubstr;
 
+// Real files written by torch.jit.save: a scripted Linear (no signature inside), and one
+// from kiln.save_model, which keeps its signature inside (inputs x float32[4], outputs
+// probs float32[3]).
+std::string TorchScriptFile(const std::string& name = "cuda_linear.pt") {
+  absl::StatusOr<std::string> bytes = base::ReadFile(absl::StrCat(KILN_TORCH_TESTDATA, "/", name));
+  EXPECT_TRUE(bytes.ok()) << bytes.status();
+  return bytes.value_or("");
+}
+
 constexpr char kSignature[] = R"({
   "inputs": [{"name": "image", "dtype": "float32", "shape": [1, 28, 28]}],
   "outputs": [{"name": "logits", "dtype": "float32", "shape": [10]}]})";
@@ -73,7 +82,7 @@ class ModelRegistryTest : public ::testing::Test {
     EXPECT_TRUE(created.ok()) << created.status();
     std::vector<store::ArtifactRecord> artifacts;
     artifacts.push_back(
-        {created->id, "model/model.pt", AddPackage("model.pt", "PK\x03\x04..."), 7, 1});
+        {created->id, "model/model.pt", AddPackage("model.pt", model_bytes_), 7, 1});
     if (!signature.empty()) {
       artifacts.push_back(
           {created->id, "model/signature.json", AddPackage("signature.json", signature), 1, 1});
@@ -104,6 +113,7 @@ class ModelRegistryTest : public ::testing::Test {
   std::unique_ptr<ModelRegistry> registry_;
   auth::Principal alice_, bob_, admin_;
   int packages_ = 0;
+  std::string model_bytes_ = TorchScriptFile();  // what AddJob's model/model.pt holds
 };
 
 TEST_F(ModelRegistryTest, RegistersAFinishedJobsModelWithSignatureMetricsAndLineage) {
@@ -214,7 +224,7 @@ TEST_F(ModelRegistryTest, BadSignaturesAreRefusedNamingTheField) {
 TEST_F(ModelRegistryTest, RegistersAnUploadedFile) {
   RegisterModelRequest r;
   r.name = "uploaded";
-  r.package_id = AddPackage("net.pt", "PK\x03\x04 bytes");
+  r.package_id = AddPackage("net.pt", TorchScriptFile());
   r.signature = Json::parse(kSignature);
   r.metrics = Json{{"accuracy", 0.5}};
   r.description = "by hand";
@@ -226,7 +236,7 @@ TEST_F(ModelRegistryTest, RegistersAnUploadedFile) {
   EXPECT_EQ(view.model.description, "by hand");
   KILN_ASSERT_OK_AND_ASSIGN(std::string bytes,
                             base::ReadFile(registry_->ContentPath(view.versions[0])));
-  EXPECT_EQ(bytes, "PK\x03\x04 bytes");
+  EXPECT_EQ(bytes, TorchScriptFile());
   r.package_id = "sha256-nothing";
   EXPECT_THAT(registry_->Register(alice_, r).status(),
               StatusIs(absl::StatusCode::kNotFound, ::testing::_));
@@ -255,7 +265,8 @@ TEST_F(ModelRegistryTest, DeletingAServedVersionOrModelNamesTheDeployment) {
 }
 
 TEST(CheckTorchScriptFileTest, AcceptsZipArchivesAsTorchJitSaveWritesThem) {
-  KILN_EXPECT_OK(CheckTorchScriptFile("model.pt", std::string("PK\x03\x04rest", 8)));
+  KILN_EXPECT_OK(CheckTorchScriptFile("model.pt", TorchScriptFile()));
+  KILN_EXPECT_OK(CheckTorchScriptFile("model.pt", TorchScriptFile("linear_with_signature.pt")));
 }
 
 TEST(CheckTorchScriptFileTest, RefusesPicklesArchivesAndEmptyFilesSayingHowToSave) {
@@ -278,6 +289,48 @@ TEST_F(ModelRegistryTest, AJobsModelThatIsNotTorchScriptIsRefused) {
   EXPECT_THAT(registry_->Register(alice_, r).status(),
               StatusIs(absl::StatusCode::kInvalidArgument,
                        HasSubstr("job " + std::to_string(job) + ": the model file")));
+}
+
+TEST_F(ModelRegistryTest, AJobsTorchSaveFileIsRefusedNamingTorchSave) {
+  model_bytes_ = TorchScriptFile("state_dict.pt");
+  int64_t job = AddJob(alice_, store::JobState::kFinished);
+  EXPECT_THAT(registry_->Register(alice_, FromJob("fm", job)).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("written by torch.save")));
+  EXPECT_THAT(registry_->Get(alice_, "fm").status(),
+              StatusIs(absl::StatusCode::kNotFound, ::testing::_));
+}
+
+TEST_F(ModelRegistryTest, TheSignatureSavedInsideTheFileIsUsedWhenNoneIsGivenOrBesideIt) {
+  constexpr char kInside[] = R"({
+    "inputs": [{"name": "x", "dtype": "float32", "shape": [4]}],
+    "outputs": [{"name": "probs", "dtype": "float32", "shape": [3]}]})";
+  model_bytes_ = TorchScriptFile("linear_with_signature.pt");
+  // From a job that saved no model/signature.json.
+  int64_t job = AddJob(alice_, store::JobState::kFinished, /*signature=*/"");
+  KILN_ASSERT_OK_AND_ASSIGN(ModelView view, registry_->Register(alice_, FromJob("fm", job)));
+  EXPECT_EQ(ModelVersionToJson(view.model, view.versions[0])["signature"], Json::parse(kInside));
+  // signature.json beside the file wins (it is what the workload wrote last).
+  job = AddJob(alice_, store::JobState::kFinished);
+  KILN_ASSERT_OK_AND_ASSIGN(view, registry_->Register(alice_, FromJob("fm", job)));
+  EXPECT_EQ(ModelVersionToJson(view.model, view.versions.back())["signature"],
+            Json::parse(kSignature));
+
+  // An uploaded file.
+  RegisterModelRequest r;
+  r.name = "uploaded";
+  r.package_id = AddPackage("model.pt", model_bytes_);
+  KILN_ASSERT_OK_AND_ASSIGN(view, registry_->Register(alice_, r));
+  EXPECT_EQ(ModelVersionToJson(view.model, view.versions[0])["signature"], Json::parse(kInside));
+  // A signature given with the request overrides the one inside.
+  r.signature = Json::parse(kSignature);
+  KILN_ASSERT_OK_AND_ASSIGN(view, registry_->Register(alice_, r));
+  EXPECT_EQ(ModelVersionToJson(view.model, view.versions.back())["signature"],
+            Json::parse(kSignature));
+  // A file without one still needs one.
+  r.signature.reset();
+  r.package_id = AddPackage("plain.pt", TorchScriptFile());
+  EXPECT_THAT(registry_->Register(alice_, r).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("has no signature")));
 }
 
 TEST(ParseRegisterModelRequestTest, ValidatesNameSourceAndFields) {
