@@ -27,6 +27,7 @@ namespace kiln::api {
 namespace {
 
 constexpr char kSecretHeader[] = "X-Kiln-Serve-Secret";
+constexpr char kBundleTarget[] = "/kiln/v1/bundle";  // kiln-serve's bundle route
 
 bool AllDigits(const std::string& text) {
   return !text.empty() && std::all_of(text.begin(), text.end(), absl::ascii_isdigit);
@@ -205,6 +206,9 @@ void InferenceApi::Predict(net::HttpRequest& req, net::Responder res, Dialect di
   request->content_type = content_type.empty() ? "application/json" : std::move(content_type);
   request->body = std::move(req.body);
   request->headers.emplace_back(kSecretHeader, (*route)->secret);
+  // Under load, predictions queued for one replica travel together in one bundle, which
+  // the replica batches as one (HttpForwarder; contract in ARCHITECTURE.md §6.1).
+  request->bundle_target = kBundleTarget;
   call->request = std::move(request);
   Attempt(call);
 }

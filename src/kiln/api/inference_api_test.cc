@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "kiln/base/clock.h"
 #include "kiln/base/json.h"
+#include "kiln/net/bundle.h"
 #include "kiln/net/http_client.h"
 #include "kiln/net/http_server.h"
 #include "kiln/net/http_status.h"
@@ -64,33 +65,48 @@ class ServerThread {
 
 // A stand-in replica: answers every prediction path with {"replica", "secret", "target",
 // "body"}, and 400 when the body is "bad" (as kiln-serve does for a payload that does not
-// fit the signature).
+// fit the signature). It also takes bundles (POST /kiln/v1/bundle), answering each
+// request in one as if it came alone, as kiln-serve does.
 class FakeReplicaServer {
  public:
   explicit FakeReplicaServer(std::string tag) : tag_(std::move(tag)) {
     net::Router router;
     auto answer = [this](net::HttpRequest& req, net::Responder res) {
-      ++hits;
-      if (req.body == "bad") {
-        res.Send(net::JsonResponse(400, {{"error", "expected image: float32[4]"}}));
-        return;
-      }
-      res.Send(net::JsonResponse(200, {{"replica", tag_},
-                                       {"secret", req.Header("x-kiln-serve-secret")},
-                                       {"target", req.target},
-                                       {"body", req.body}}));
+      res.Send(Answer(req.Header("x-kiln-serve-secret"), req.target, req.body));
     };
     for (const char* pattern :
          {"/api/v1/predict", "/ml/v4/deployments/{id}/predictions", "/v2/models/{name}/infer",
           "/v2/models/{name}/versions/{v}/infer"}) {
       router.Add("POST", pattern, answer);
     }
+    router.Add("POST", "/kiln/v1/bundle", [this](net::HttpRequest& req, net::Responder res) {
+      ++bundles;
+      auto items = net::DecodeBundleRequest(req.body);
+      ASSERT_TRUE(items.ok()) << items.status();
+      std::vector<net::HttpResponse> answers;
+      for (const net::BundledRequest& item : *items) {
+        answers.push_back(Answer(req.Header("x-kiln-serve-secret"), item.target, item.body));
+      }
+      net::HttpResponse bundle;
+      bundle.content_type = std::string(net::kBundleContentType);
+      bundle.body = net::EncodeBundleResponse(answers);
+      res.Send(std::move(bundle));
+    });
     server_ = std::make_unique<ServerThread>(std::move(router));
   }
   int port() const { return server_->port(); }
-  std::atomic<int> hits{0};
+  std::atomic<int> hits{0};     // predictions answered
+  std::atomic<int> bundles{0};  // bundles among the exchanges that carried them
 
  private:
+  net::HttpResponse Answer(const std::string& secret, const std::string& target,
+                           const std::string& body) {
+    ++hits;
+    if (body == "bad") return net::JsonResponse(400, {{"error", "expected image: float32[4]"}});
+    return net::JsonResponse(
+        200, {{"replica", tag_}, {"secret", secret}, {"target", target}, {"body", body}});
+  }
+
   std::string tag_;
   std::unique_ptr<ServerThread> server_;
 };

@@ -27,6 +27,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kiln/base/logging.h"
+#include "kiln/net/bundle.h"
 
 namespace kiln::net {
 
@@ -60,7 +61,8 @@ absl::Status CheckHead(const ForwardRequest& request) {
   bool ok = !request.method.empty() && SafeInHead(request.method) &&
             request.method.find(' ') == std::string::npos && !request.target.empty() &&
             SafeInHead(request.target) && request.target.find(' ') == std::string::npos &&
-            SafeInHead(request.content_type);
+            SafeInHead(request.content_type) && SafeInHead(request.bundle_target) &&
+            request.bundle_target.find(' ') == std::string::npos;
   for (const auto& [name, value] : request.headers) {
     ok = ok && !name.empty() && SafeInHead(name) && name.find_first_of(" :") == std::string::npos &&
          SafeInHead(value);
@@ -134,6 +136,9 @@ struct Pool {
   std::unordered_set<Connection*> busy;
   size_t open = 0;  // connecting + busy + idle
   std::deque<std::shared_ptr<Pending>> waiting;
+  // Bundled requests waiting for the next bundle, and the bundles out.
+  std::deque<std::shared_ptr<Pending>> bundle_queue;
+  size_t bundles_in_flight = 0;
 };
 
 // The state of one request on one connection.
@@ -168,6 +173,13 @@ struct HttpForwarder::Shard {
 
   // Runs on the io thread.
   void Dispatch(const std::shared_ptr<Pool>& pool, const std::shared_ptr<Pending>& pending) {
+    const ForwardRequest& request = *pending->request;
+    if (!request.bundle_target.empty() && !stopping &&
+        request.body.size() <= options.max_bundle_bytes) {
+      pool->bundle_queue.push_back(pending);
+      PumpBundles(pool);
+      return;
+    }
     if (stopping) {
       pending->Finish(absl::CancelledError("the forwarder is stopping"), false);
       return;
@@ -216,6 +228,88 @@ struct HttpForwarder::Shard {
                 false);
     });
     pool->waiting.push_back(pending);
+  }
+
+  // Sends bundles while fewer than max_bundles_in_flight are out: each takes the queued
+  // requests (oldest first) that share the first one's bundle_target and headers.
+  void PumpBundles(const std::shared_ptr<Pool>& pool) {
+    auto& queue = pool->bundle_queue;
+    while (!stopping && !queue.empty() && pool->bundles_in_flight < options.max_bundles_in_flight) {
+      auto members = std::make_shared<std::vector<std::shared_ptr<Pending>>>();
+      auto bundle = std::make_shared<ForwardRequest>();
+      Clock::time_point deadline = Clock::time_point::max();
+      const auto now = Clock::now();
+      for (auto it = queue.begin();
+           it != queue.end() && members->size() < options.max_requests_per_bundle;) {
+        const std::shared_ptr<Pending>& p = *it;
+        const ForwardRequest& r = *p->request;
+        if (p->finished) {
+          it = queue.erase(it);
+          continue;
+        }
+        if (now >= p->deadline) {
+          p->Finish(absl::DeadlineExceededError(
+                        absl::StrCat(p->what, ": no answer within ", p->timeout.count(), " ms")),
+                    false);
+          it = queue.erase(it);
+          continue;
+        }
+        if (!members->empty() &&
+            (r.bundle_target != bundle->target || r.headers != bundle->headers ||
+             bundle->body.size() + r.body.size() > options.max_bundle_bytes)) {
+          ++it;
+          continue;
+        }
+        if (members->empty()) {
+          bundle->target = r.bundle_target;
+          bundle->headers = r.headers;
+        }
+        AppendBundledRequest(bundle->body, r.target, r.content_type, r.body);
+        deadline = std::min(deadline, p->deadline);
+        members->push_back(p);
+        it = queue.erase(it);
+      }
+      if (members->empty()) continue;  // all were finished or expired
+
+      bundle->content_type = std::string(kBundleContentType);
+      auto sent = std::make_shared<Pending>();
+      sent->what = absl::StrCat("POST http://", pool->host_header, bundle->target, " (",
+                                members->size(), " bundled requests)");
+      sent->request = std::move(bundle);
+      sent->deadline = deadline;
+      sent->timeout = members->front()->timeout;
+      sent->done = [this, pool, members](absl::StatusOr<HttpResponse> response, bool retryable) {
+        --pool->bundles_in_flight;
+        Unbundle(*members, std::move(response), retryable);
+        PumpBundles(pool);
+      };
+      ++pool->bundles_in_flight;
+      Dispatch(pool, sent);
+    }
+  }
+
+  // Hands each bundled request its own answer, or the bundle's error.
+  static void Unbundle(std::vector<std::shared_ptr<Pending>>& members,
+                       absl::StatusOr<HttpResponse> response, bool retryable) {
+    if (!response.ok()) {
+      for (auto& m : members) m->Finish(response.status(), retryable);
+      return;
+    }
+    if (response->status != 200 || response->content_type != kBundleContentType) {
+      // Refused as a whole (a wrong secret, a draining replica): the same answer to all.
+      for (auto& m : members) m->Finish(*response, false);
+      return;
+    }
+    absl::StatusOr<std::vector<HttpResponse>> answers =
+        DecodeBundleResponse(response->body, members.size());
+    if (!answers.ok()) {
+      for (auto& m : members) {
+        m->Finish(absl::InternalError(absl::StrCat(m->what, ": ", answers.status().message())),
+                  false);
+      }
+      return;
+    }
+    for (size_t i = 0; i < members.size(); ++i) members[i]->Finish(std::move((*answers)[i]), false);
   }
 
   // A connection slot came free (or a connection did): serve the oldest waiter.
@@ -421,7 +515,8 @@ struct HttpForwarder::Shard {
           ++c;
         }
       }
-      if (pool.open == 0 && pool.waiting.empty()) {
+      if (pool.open == 0 && pool.waiting.empty() && pool.bundle_queue.empty() &&
+          pool.bundles_in_flight == 0) {
         it = pools.erase(it);
       } else {
         ++it;
@@ -438,6 +533,9 @@ struct HttpForwarder::Shard {
       auto waiting = std::move(pool->waiting);
       pool->waiting.clear();
       for (auto& p : waiting) p->Finish(absl::CancelledError("the forwarder is stopping"), false);
+      auto queued = std::move(pool->bundle_queue);
+      pool->bundle_queue.clear();
+      for (auto& p : queued) p->Finish(absl::CancelledError("the forwarder is stopping"), false);
       for (auto& c : pool->idle) c->Close();
       pool->open -= pool->idle.size();
       pool->idle.clear();

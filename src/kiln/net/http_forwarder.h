@@ -4,8 +4,9 @@
 // on to scoring replicas (kiln-serve). It runs on io threads of its own, so the master's
 // loop only hands a request over and the outgoing exchange, connection pooling and
 // timeouts cost that loop nothing. Connections are kept alive and pooled per host:port
-// (TCP_NODELAY, reused when idle, more opened under load up to a cap). Beast stays in
-// http_forwarder.cc.
+// (TCP_NODELAY, reused when idle, more opened under load up to a cap). Requests that
+// allow it are bundled per host:port under load (ForwardRequest::bundle_target). Beast
+// stays in http_forwarder.cc.
 #pragma once
 
 #include <atomic>
@@ -30,6 +31,14 @@ struct ForwardRequest {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  // extra fields
+  // When not empty, the request may travel in a bundle (bundle.h) POSTed to this target
+  // on the same host:port, together with the other requests queued there that have the
+  // same bundle_target and headers: while max_bundles_in_flight bundles to an endpoint
+  // are out, its requests queue, and the next bundle takes them all (up to the caps). An
+  // idle endpoint gets a bundle of one at once, so bundling adds no wait. The callback
+  // still gets this request's own response; a bundle the server answers with a status
+  // other than 200 gives every request in it that answer.
+  std::string bundle_target;
 };
 
 struct HttpForwarderOptions {
@@ -42,6 +51,12 @@ struct HttpForwarderOptions {
   // An idle pooled connection unused this long is closed (replicas close theirs at 75 s).
   std::chrono::milliseconds idle_timeout{30000};
   size_t max_response_bytes = 256 << 20;
+  // Bundled requests (ForwardRequest::bundle_target), per host:port per thread: bundles
+  // in flight before requests queue for the next, requests and body bytes per bundle. A
+  // request whose body alone is over max_bundle_bytes goes on its own, unbundled.
+  size_t max_bundles_in_flight = 2;
+  size_t max_requests_per_bundle = 64;
+  size_t max_bundle_bytes = 8 << 20;
 };
 
 // Called exactly once per Forward, on one of the forwarder's io threads (never inline in

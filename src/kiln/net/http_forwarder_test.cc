@@ -14,12 +14,15 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <condition_variable>
 #include <future>
 #include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kiln/base/testing/status_matchers.h"
+#include "kiln/net/bundle.h"
 #include "kiln/net/http_server.h"
 
 namespace kiln::net {
@@ -327,6 +330,236 @@ TEST(HttpForwarderTest, AKeptAliveConnectionDroppedAfterTheRequestIsRetriedOnAFr
     EXPECT_EQ(second.response->body, "b");
   }
   script.join();
+}
+
+// ---------------------------------------------------------------- bundles
+
+// A server of bundles: records each bundle's size and answers item i with
+// "<secret>|<target>|<body>" (status 400 for the body "bad"). While `hold` is set the
+// first bundle's Responder is parked in `held` until Release().
+class BundleServer {
+ public:
+  BundleServer() : server_(MakeRouter()) {}
+  int port() const { return server_.port(); }
+
+  std::vector<size_t> sizes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return sizes_;
+  }
+  // Waits until `n` bundles have arrived.
+  void WaitFor(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return sizes_.size() >= n; });
+  }
+  void Release() {
+    std::vector<std::pair<Responder, HttpResponse>> held;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      held.swap(held_);
+      hold = false;
+    }
+    for (auto& [res, response] : held) res.Send(std::move(response));
+  }
+
+  std::atomic<bool> hold{false};         // set before the first request
+  std::atomic<int> whole_status{200};    // other than 200: the whole bundle is refused
+  std::atomic<bool> wrong_count{false};  // answer one response too few
+
+ private:
+  Router MakeRouter() {
+    Router router;
+    RouteOptions big;
+    big.max_body_bytes = 64 << 20;
+    router.Add(
+        "POST", "/bundle",
+        [this](HttpRequest& req, Responder res) {
+          absl::StatusOr<std::vector<BundledRequest>> items = DecodeBundleRequest(req.body);
+          EXPECT_TRUE(items.ok()) << items.status();
+          EXPECT_EQ(req.Header("content-type"), kBundleContentType);
+          HttpResponse response;
+          if (whole_status != 200) {
+            response.status = whole_status;
+            response.body = R"({"error": "refused whole"})";
+          } else {
+            std::vector<HttpResponse> answers;
+            for (const BundledRequest& item : *items) {
+              HttpResponse a;
+              a.status = item.body == "bad" ? 400 : 200;
+              a.content_type = "text/plain";
+              a.body =
+                  absl::StrCat(req.Header("x-kiln-serve-secret"), "|", item.target, "|", item.body);
+              answers.push_back(std::move(a));
+            }
+            if (wrong_count) answers.pop_back();
+            response.content_type = std::string(kBundleContentType);
+            response.body = EncodeBundleResponse(answers);
+          }
+          std::lock_guard<std::mutex> lock(mu_);
+          sizes_.push_back(items.ok() ? items->size() : 0);
+          cv_.notify_all();
+          if (hold) {
+            held_.emplace_back(std::move(res), std::move(response));
+            return;
+          }
+          res.Send(std::move(response));
+        },
+        big);
+    router.Add("POST", "/alone", [](HttpRequest& req, Responder res) {
+      res.Send(HttpResponse{200, "text/plain", absl::StrCat("alone|", req.body.size()), {}});
+    });
+    return router;
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<size_t> sizes_;
+  std::vector<std::pair<Responder, HttpResponse>> held_;
+  TestServer server_;
+};
+
+std::shared_ptr<ForwardRequest> Bundled(std::string target, std::string body) {
+  auto request = Post(std::move(target), std::move(body));
+  request->bundle_target = "/bundle";
+  request->headers.emplace_back("X-Kiln-Serve-Secret", "s3");
+  return request;
+}
+
+// Forwards without waiting; the results land in `results[i]` and `done` counts down.
+struct Pending {
+  std::mutex mu;
+  std::vector<Result> results;
+  std::promise<void> all;
+  size_t left = 0;
+};
+void ForwardAsync(HttpForwarder& forwarder, int port, std::shared_ptr<ForwardRequest> request,
+                  Pending& pending, size_t index) {
+  forwarder.Forward("127.0.0.1", port, std::move(request), std::chrono::seconds(10),
+                    [&pending, index](absl::StatusOr<HttpResponse> response, bool retryable) {
+                      std::lock_guard<std::mutex> lock(pending.mu);
+                      pending.results[index] = Result{std::move(response), retryable};
+                      if (--pending.left == 0) pending.all.set_value();
+                    });
+}
+
+TEST(HttpForwarderBundleTest, RequestsQueuedWhileTheEndpointIsBusyGoTogether) {
+  BundleServer server;
+  server.hold = true;
+  HttpForwarderOptions options;
+  options.max_bundles_in_flight = 1;
+  HttpForwarder forwarder(options);
+  Pending pending;
+  pending.results.resize(6);
+  pending.left = 6;
+  // An idle endpoint: the first request goes at once, alone.
+  ForwardAsync(forwarder, server.port(), Bundled("/v2/models/m/infer", "first"), pending, 0);
+  server.WaitFor(1);
+  const char* bodies[] = {"a", "b", "bad", "c", "d"};
+  for (size_t i = 1; i < 6; ++i) {
+    ForwardAsync(forwarder, server.port(),
+                 Bundled(absl::StrCat("/ml/v4/deployments/", i, "/predictions"), bodies[i - 1]),
+                 pending, i);
+  }
+  // A barrier: OpenConnections runs on the forwarder's thread after the Forwards above.
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 1u);
+  server.Release();
+  pending.all.get_future().get();
+  EXPECT_THAT(server.sizes(), ::testing::ElementsAre(1, 5));
+  ASSERT_TRUE(pending.results[0].response.ok()) << pending.results[0].response.status();
+  EXPECT_EQ(pending.results[0].response->body, "s3|/v2/models/m/infer|first");
+  for (size_t i = 1; i < 6; ++i) {
+    const Result& r = pending.results[i];
+    ASSERT_TRUE(r.response.ok()) << r.response.status();
+    EXPECT_EQ(r.response->status, i == 3 ? 400 : 200);
+    EXPECT_EQ(r.response->content_type, "text/plain");
+    EXPECT_EQ(r.response->body,
+              absl::StrCat("s3|/ml/v4/deployments/", i, "/predictions|", bodies[i - 1]));
+  }
+  // One connection carried all of it.
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 1u);
+}
+
+TEST(HttpForwarderBundleTest, TheCapsSplitBundlesAndALargeBodyGoesAlone) {
+  BundleServer server;
+  server.hold = true;
+  HttpForwarderOptions options;
+  options.max_bundles_in_flight = 1;
+  options.max_requests_per_bundle = 2;
+  options.max_bundle_bytes = 100;
+  HttpForwarder forwarder(options);
+  Pending pending;
+  pending.results.resize(6);
+  pending.left = 6;
+  ForwardAsync(forwarder, server.port(), Bundled("/p", "0"), pending, 0);
+  server.WaitFor(1);
+  for (size_t i = 1; i < 5; ++i)
+    ForwardAsync(forwarder, server.port(), Bundled("/p", "x"), pending, i);
+  // Over max_bundle_bytes: sent on its own to its own target, not queued behind the others.
+  Result alone = ForwardAndWait(forwarder, server.port(), [] {
+    auto r = Bundled("/alone", std::string(200, 'y'));
+    return r;
+  }());
+  pending.results[5] = alone;
+  --pending.left;
+  ASSERT_TRUE(alone.response.ok()) << alone.response.status();
+  EXPECT_EQ(alone.response->body, "alone|200");
+  server.hold = false;
+  server.Release();
+  pending.all.get_future().get();
+  EXPECT_THAT(server.sizes(), ::testing::ElementsAre(1, 2, 2));
+  for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(pending.results[i].response.ok()) << i;
+}
+
+TEST(HttpForwarderBundleTest, ABundleRefusedWholeGivesEveryRequestThatAnswer) {
+  BundleServer server;
+  server.whole_status = 401;
+  HttpForwarder forwarder;
+  Result r = ForwardAndWait(forwarder, server.port(), Bundled("/p", "a"));
+  ASSERT_TRUE(r.response.ok()) << r.response.status();
+  EXPECT_EQ(r.response->status, 401);
+  EXPECT_EQ(r.response->body, R"({"error": "refused whole"})");
+}
+
+TEST(HttpForwarderBundleTest, AMalformedAnswerIsAnInternalErrorNotRetried) {
+  BundleServer server;
+  server.wrong_count = true;
+  HttpForwarder forwarder;
+  Result r = ForwardAndWait(forwarder, server.port(), Bundled("/p", "a"));
+  EXPECT_THAT(r.response.status(),
+              StatusIs(absl::StatusCode::kInternal, HasSubstr("0 responses for 1 requests")));
+  EXPECT_FALSE(r.retryable);
+}
+
+TEST(HttpForwarderBundleTest, AClosedServerIsRetryableForEveryBundledRequest) {
+  int port = 0;
+  {
+    BundleServer server;
+    port = server.port();
+  }
+  HttpForwarder forwarder;
+  Result r = ForwardAndWait(forwarder, port, Bundled("/p", "a"));
+  EXPECT_THAT(r.response.status(), StatusIs(absl::StatusCode::kUnavailable, HasSubstr("connect")));
+  EXPECT_TRUE(r.retryable);
+}
+
+TEST(HttpForwarderBundleTest, StopCancelsQueuedAndInFlightBundles) {
+  BundleServer server;
+  server.hold = true;
+  HttpForwarderOptions options;
+  options.max_bundles_in_flight = 1;
+  auto forwarder = std::make_unique<HttpForwarder>(options);
+  Pending pending;
+  pending.results.resize(3);
+  pending.left = 3;
+  ForwardAsync(*forwarder, server.port(), Bundled("/p", "a"), pending, 0);
+  server.WaitFor(1);
+  ForwardAsync(*forwarder, server.port(), Bundled("/p", "b"), pending, 1);
+  ForwardAsync(*forwarder, server.port(), Bundled("/p", "c"), pending, 2);
+  forwarder->Stop();
+  pending.all.get_future().get();
+  for (const Result& r : pending.results) {
+    EXPECT_THAT(r.response.status(), StatusIs(absl::StatusCode::kCancelled, ::testing::_));
+  }
+  server.Release();
 }
 
 }  // namespace

@@ -49,23 +49,41 @@ Batcher::Batcher(Engine& engine, BatcherOptions options, BatchObserver observer)
 Batcher::~Batcher() { Drain(); }
 
 absl::Status Batcher::Submit(std::vector<Tensor> inputs, Callback done) {
-  if (inputs.empty() || inputs[0].shape.empty() || inputs[0].shape[0] < 1) {
-    return absl::InvalidArgumentError("a request needs at least one sample");
-  }
-  const int64_t batch = inputs[0].shape[0];
+  std::vector<Item> one(1);
+  one[0].inputs = std::move(inputs);
+  one[0].done = std::move(done);
+  return SubmitAll(one)[0];
+}
+
+std::vector<absl::Status> Batcher::SubmitAll(std::vector<Item>& items) {
+  std::vector<absl::Status> statuses(items.size());
+  bool queued = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (stopping_) return absl::UnavailableError("the server is shutting down");
-    if (queued_samples_ > 0 && queued_samples_ + batch > options_.max_queued_samples) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("the queue is full (", queued_samples_, " samples waiting); retry later"));
+    const auto now = std::chrono::steady_clock::now();
+    for (size_t i = 0; i < items.size(); ++i) {
+      Item& item = items[i];
+      if (item.inputs.empty() || item.inputs[0].shape.empty() || item.inputs[0].shape[0] < 1) {
+        statuses[i] = absl::InvalidArgumentError("a request needs at least one sample");
+        continue;
+      }
+      const int64_t batch = item.inputs[0].shape[0];
+      if (stopping_) {
+        statuses[i] = absl::UnavailableError("the server is shutting down");
+        continue;
+      }
+      if (queued_samples_ > 0 && queued_samples_ + batch > options_.max_queued_samples) {
+        statuses[i] = absl::ResourceExhaustedError(
+            absl::StrCat("the queue is full (", queued_samples_, " samples waiting); retry later"));
+        continue;
+      }
+      queue_.push_back(Pending{std::move(item.inputs), batch, std::move(item.done), now});
+      queued_samples_ += batch;
+      queued = true;
     }
-    queue_.push_back(
-        Pending{std::move(inputs), batch, std::move(done), std::chrono::steady_clock::now()});
-    queued_samples_ += batch;
   }
-  work_cv_.notify_one();
-  return absl::OkStatus();
+  if (queued) work_cv_.notify_one();
+  return statuses;
 }
 
 void Batcher::Drain() {

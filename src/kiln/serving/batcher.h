@@ -62,6 +62,15 @@ class Batcher {
   // when the queue is full (in both cases `done` is not called).
   [[nodiscard]] absl::Status Submit(std::vector<Tensor> inputs, Callback done);
 
+  // Queues several requests under one lock, so a worker finds them together (a bundle
+  // from the master becomes one forward). One status per item, as Submit would return;
+  // a refused item keeps its `done`, uncalled.
+  struct Item {
+    std::vector<Tensor> inputs;
+    Callback done;
+  };
+  std::vector<absl::Status> SubmitAll(std::vector<Item>& items);
+
   // Stops accepting, runs everything already queued (without waiting for batch delays),
   // and joins the workers. Blocks; idempotent. Must not be called from a callback.
   void Drain();

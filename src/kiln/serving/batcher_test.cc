@@ -127,6 +127,30 @@ TEST(BatcherTest, ConcatenatesRequestsAndGivesEachItsOwnRows) {
   EXPECT_THAT(Values((*results.got[2])->at(0)), ElementsAre(2, 4, 6));
 }
 
+TEST(BatcherTest, SubmitAllQueuesTogetherSoAnIdleWorkerRunsOneForward) {
+  SumEngine engine;
+  // No delay: a worker takes whatever is queued the moment it wakes. Submitted one by
+  // one, the first request could run alone; SubmitAll queues all three under one lock.
+  Batcher batcher(engine, {.max_batch_size = 8, .max_queue_delay = {}, .threads = 1});
+  Results results(4);
+  std::vector<Batcher::Item> items(4);
+  for (size_t i = 0; i < 4; ++i) {
+    items[i].inputs = {Floats({1, 2}, {float(i), 1})};
+    items[i].done = results.For(i);
+  }
+  items[2].inputs.clear();  // no sample: refused, its callback kept and not called
+  std::vector<absl::Status> statuses = batcher.SubmitAll(items);
+  ASSERT_EQ(statuses.size(), 4u);
+  EXPECT_TRUE(statuses[0].ok() && statuses[1].ok() && statuses[3].ok());
+  EXPECT_EQ(statuses[2].code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(items[2].done != nullptr);
+  items[2].done(absl::CancelledError("answered by the caller"));
+  results.WaitAll();
+  EXPECT_THAT(engine.batches(), ElementsAre(3));
+  EXPECT_THAT(Values((*results.got[3])->at(0)), ElementsAre(4));
+  EXPECT_EQ(results.got[2]->status().code(), absl::StatusCode::kCancelled);
+}
+
 TEST(BatcherTest, NeverExceedsMaxBatchSizeAndDrainFlushesTheRest) {
   SumEngine engine;
   Batcher batcher(engine, {.max_batch_size = 4, .max_queue_delay = kForever, .threads = 1});

@@ -1,11 +1,14 @@
 #include "kiln/serving/serve_server.h"
 
+#include <mutex>
 #include <string_view>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "kiln/base/json.h"
+#include "kiln/net/bundle.h"
+#include "kiln/net/http_parsing.h"
 #include "kiln/net/http_status.h"
 
 namespace kiln::serving {
@@ -153,51 +156,167 @@ void ServeServer::SendError(Dialect dialect, net::Responder& responder, const ab
 }
 
 void ServeServer::Predict(Dialect dialect, net::HttpRequest& request, net::Responder responder) {
-  const auto start = std::chrono::steady_clock::now();
+  std::vector<Prepared> one;
+  std::optional<Prepared> prepared =
+      Prepare(dialect, request, std::move(responder), std::chrono::steady_clock::now());
+  if (!prepared) return;
+  one.push_back(std::move(*prepared));
+  Enqueue(one);
+}
+
+std::optional<ServeServer::Prepared> ServeServer::Prepare(
+    Dialect dialect, net::HttpRequest& request, net::Responder responder,
+    std::chrono::steady_clock::time_point start) {
   if (!Authorized(request)) {
     SendError(dialect, responder,
               absl::UnauthenticatedError("missing or wrong X-Kiln-Serve-Secret header; "
                                          "send predictions through the Kiln master"),
               start);
-    return;
+    return std::nullopt;
   }
   if (absl::Status path = CheckModelPath(request); !path.ok()) {
     SendError(dialect, responder, path, start);
-    return;
+    return std::nullopt;
   }
   if (!ready_.load()) {
     SendError(dialect, responder,
               absl::UnavailableError(draining_.load() ? "the server is shutting down"
                                                       : "the model is not ready yet (warming up)"),
               start);
-    return;
+    return std::nullopt;
   }
   absl::StatusOr<InferRequest> decoded =
       DecodeRequest(dialect, request.body, options_.signature, options_.limits);
   if (!decoded.ok()) {
     SendError(dialect, responder, decoded.status(), start);
+    return std::nullopt;
+  }
+  return Prepared{dialect, *std::move(decoded), std::move(responder), start};
+}
+
+void ServeServer::Enqueue(std::vector<Prepared>& prepared) {
+  std::vector<Batcher::Item> items(prepared.size());
+  for (size_t i = 0; i < prepared.size(); ++i) {
+    Prepared& p = prepared[i];
+    items[i].inputs = std::move(p.infer.inputs);
+    // The request's other fields (dialect, id, fields, ...) travel with the callback; the
+    // response is encoded on the batch worker, off the io thread.
+    items[i].done = [this, dialect = p.dialect, responder = p.responder, start = p.start,
+                     infer =
+                         std::move(p.infer)](absl::StatusOr<std::vector<Tensor>> outputs) mutable {
+      if (!outputs.ok()) {
+        SendError(dialect, responder, outputs.status(), start);
+        return;
+      }
+      net::HttpResponse response;
+      response.body = EncodeResponse(infer, *outputs, options_.signature, options_.model_name,
+                                     options_.version);
+      responder.Send(std::move(response));
+      Count(dialect, 200, start);
+    };
+  }
+  std::vector<absl::Status> queued = batcher_->SubmitAll(items);
+  for (size_t i = 0; i < queued.size(); ++i) {
+    // A refused item's callback was not called: answer through the kept Responder.
+    if (!queued[i].ok()) {
+      SendError(prepared[i].dialect, prepared[i].responder, queued[i], prepared[i].start);
+    }
+  }
+}
+
+namespace {
+
+// Collects a bundle's answers, one slot per request, and sends the bundle once all are in.
+class BundleReply {
+ public:
+  BundleReply(size_t size, net::Responder outer) : answers_(size), left_(size), outer_(outer) {}
+
+  void Set(size_t slot, net::HttpResponse response) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      answers_[slot] = std::move(response);
+      if (--left_ > 0) return;
+    }
+    net::HttpResponse bundle;
+    bundle.content_type = std::string(net::kBundleContentType);
+    bundle.body = net::EncodeBundleResponse(answers_);
+    outer_.Send(std::move(bundle));
+  }
+  bool ClientGone() const { return outer_.ClientGone(); }
+
+ private:
+  std::mutex mu_;
+  std::vector<net::HttpResponse> answers_;
+  size_t left_;
+  net::Responder outer_;
+};
+
+// The Responder seam of one request in a bundle.
+class BundleSlot : public net::ReplySink {
+ public:
+  BundleSlot(std::shared_ptr<BundleReply> reply, size_t slot)
+      : reply_(std::move(reply)), slot_(slot) {}
+  void Send(net::HttpResponse response) override { reply_->Set(slot_, std::move(response)); }
+  std::shared_ptr<net::ResponseStream> StartStream(int, std::string) override {
+    // Predictions never stream; a closed stream keeps the contract if one ever did.
+    reply_->Set(slot_, net::ErrorResponse(absl::InternalError("a bundled reply cannot stream")));
+    return std::make_shared<ClosedStream>();
+  }
+  bool ClientGone() const override { return reply_->ClientGone(); }
+
+ private:
+  struct ClosedStream : net::ResponseStream {
+    bool Write(std::string) override { return false; }
+    void Finish() override {}
+    bool closed() const override { return true; }
+  };
+  std::shared_ptr<BundleReply> reply_;
+  size_t slot_;
+};
+
+}  // namespace
+
+void ServeServer::PredictBundle(net::HttpRequest& request, net::Responder responder) {
+  if (!Authorized(request)) {
+    responder.Send(Json(401, {{"error", "missing or wrong X-Kiln-Serve-Secret header"}}));
     return;
   }
-  std::vector<Tensor> inputs = std::move(decoded->inputs);
-  // The request's other fields (dialect, id, fields, ...) travel with the callback; the
-  // response is encoded on the batch worker, off the io thread.
-  absl::Status queued = batcher_->Submit(
-      std::move(inputs), [this, dialect, responder, start, infer = std::move(*decoded)](
-                             absl::StatusOr<std::vector<Tensor>> outputs) mutable {
-        if (!outputs.ok()) {
-          SendError(dialect, responder, outputs.status(), start);
-          return;
-        }
-        net::HttpResponse response;
-        response.body = EncodeResponse(infer, *outputs, options_.signature, options_.model_name,
-                                       options_.version);
-        responder.Send(std::move(response));
-        Count(dialect, 200, start);
-      });
-  if (!queued.ok()) {
-    // `responder` was copied into the callback, which Submit dropped without calling.
-    SendError(dialect, responder, queued, start);
+  absl::StatusOr<std::vector<net::BundledRequest>> items = net::DecodeBundleRequest(request.body);
+  if (!items.ok()) {
+    responder.Send(net::ErrorResponse(items.status()));
+    return;
   }
+  const auto start = std::chrono::steady_clock::now();
+  const std::string secret = request.Header(kSecretHeader);
+  auto reply = std::make_shared<BundleReply>(items->size(), responder);
+  std::vector<Prepared> prepared;
+  prepared.reserve(items->size());
+  for (size_t i = 0; i < items->size(); ++i) {
+    net::BundledRequest& item = (*items)[i];
+    net::Responder slot(std::make_shared<BundleSlot>(reply, i));
+    net::HttpRequest sub;
+    sub.method = "POST";
+    sub.target = std::move(item.target);
+    absl::StatusOr<std::string> path =
+        net::PercentDecode(std::string_view(sub.target).substr(0, sub.target.find('?')));
+    const net::Route* route = nullptr;
+    if (path.ok()) {
+      sub.path = *std::move(path);
+      route = predict_routes_.Match(sub);
+    }
+    if (route == nullptr) {
+      slot.Send(net::ErrorResponse(absl::NotFoundError(
+          absl::StrCat("no prediction route for \"", sub.target, "\" in the bundle"))));
+      continue;
+    }
+    if (!secret.empty()) sub.headers.emplace_back(std::string(kSecretHeader), secret);
+    sub.headers.emplace_back("content-type", std::move(item.content_type));
+    sub.body = std::move(item.body);
+    std::optional<Prepared> p =
+        Prepare(dialect_of_pattern_.at(route->pattern), sub, std::move(slot), start);
+    if (p) prepared.push_back(std::move(*p));
+  }
+  Enqueue(prepared);
 }
 
 void ServeServer::ModelMetadata(net::HttpRequest& request, net::Responder responder) {
@@ -235,12 +354,24 @@ net::Router ServeServer::BuildRouter() {
       Predict(dialect, req, std::move(res));
     };
   };
-  router.Add("POST", "/api/v1/predict", predict(Dialect::kNative), body_options);
-  router.Add("POST", "/ml/v4/deployments/{id}/predictions", predict(Dialect::kWatsonMl),
-             body_options);
-  router.Add("POST", "/v2/models/{name}/infer", predict(Dialect::kKserveV2), body_options);
-  router.Add("POST", "/v2/models/{name}/versions/{version}/infer", predict(Dialect::kKserveV2),
-             body_options);
+  const std::pair<const char*, Dialect> predict_routes[] = {
+      {"/api/v1/predict", Dialect::kNative},
+      {"/ml/v4/deployments/{id}/predictions", Dialect::kWatsonMl},
+      {"/v2/models/{name}/infer", Dialect::kKserveV2},
+      {"/v2/models/{name}/versions/{version}/infer", Dialect::kKserveV2}};
+  predict_routes_ = net::Router();
+  dialect_of_pattern_.clear();
+  for (const auto& [pattern, dialect] : predict_routes) {
+    router.Add("POST", pattern, predict(dialect), body_options);
+    predict_routes_.Add("POST", pattern, [](net::HttpRequest&, net::Responder) {});
+    dialect_of_pattern_[pattern] = dialect;
+  }
+  net::RouteOptions bundle_options;
+  bundle_options.max_body_bytes = options_.max_body_bytes + (1 << 20);  // room for framing
+  router.Add(
+      "POST", "/kiln/v1/bundle",
+      [this](net::HttpRequest& req, net::Responder res) { PredictBundle(req, std::move(res)); },
+      bundle_options);
 
   auto metadata = [this](net::HttpRequest& req, net::Responder res) {
     ModelMetadata(req, std::move(res));

@@ -4,14 +4,18 @@
 // dialects (native `/api/v1/predict`, Watson ML `/ml/v4/deployments/{id}/predictions`,
 // KServe v2 `/v2/models/{name}/infer`), KServe metadata and health, and Prometheus
 // `/metrics`. Handlers decode on the io thread, queue the samples on the `Batcher`, and
-// a batch worker encodes and sends each reply when its forward is done.
+// a batch worker encodes and sends each reply when its forward is done. The master may
+// also send several predictions in one bundle (POST /kiln/v1/bundle, net/bundle.h).
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "kiln/net/http_types.h"
 #include "kiln/net/responder.h"
@@ -62,7 +66,24 @@ class ServeServer {
   const Histogram& batch_size_histogram() const { return *batch_size_; }
 
  private:
+  // A prediction checked and decoded, ready for the batcher.
+  struct Prepared {
+    Dialect dialect;
+    InferRequest infer;
+    net::Responder responder;
+    std::chrono::steady_clock::time_point start;
+  };
   void Predict(Dialect dialect, net::HttpRequest& request, net::Responder responder);
+  // Checks (secret, model path, readiness) and decodes; on failure replies and returns
+  // nullopt.
+  std::optional<Prepared> Prepare(Dialect dialect, net::HttpRequest& request,
+                                  net::Responder responder,
+                                  std::chrono::steady_clock::time_point start);
+  // Queues them all at once; the batch workers encode and send each reply.
+  void Enqueue(std::vector<Prepared>& prepared);
+  // POST /kiln/v1/bundle (net/bundle.h): the master's bundle of predictions, each routed
+  // as if sent alone, queued together, answered in one bundle.
+  void PredictBundle(net::HttpRequest& request, net::Responder responder);
   void ModelMetadata(net::HttpRequest& request, net::Responder responder);
   void ModelReady(net::HttpRequest& request, net::Responder responder);
   // True when the request carries the secret (or none is configured).
@@ -84,6 +105,11 @@ class ServeServer {
   Histogram* request_duration_ = nullptr;
   Histogram* batch_size_ = nullptr;
   Histogram* inference_duration_ = nullptr;
+
+  // The prediction routes alone (their handlers unused): a bundle item's target is
+  // matched against them to learn its dialect and path parameters.
+  net::Router predict_routes_;
+  std::map<std::string, Dialect> dialect_of_pattern_;
 
   std::unique_ptr<Batcher> batcher_;  // last: its workers use the metrics above
 };

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kiln/base/json.h"
+#include "kiln/net/bundle.h"
 #include "kiln/net/http_client.h"
 #include "kiln/net/testing/server_thread.h"
 
@@ -216,6 +217,57 @@ TEST_F(ServeServerTest, ConcurrentRequestsShareOneForward) {
     ASSERT_EQ(statuses[i], 200) << bodies[i];
     EXPECT_EQ(Body(net::HttpResponse{200, "", bodies[i], {}})["outputs"]["y"][0][0], 2 * i);
   }
+}
+
+// A bundle from the master: each request routed as if alone, the good ones queued together
+// (one forward), every answer back in order in one bundle.
+TEST_F(ServeServerTest, ABundleIsAnsweredPerRequestInOrderWithOneForward) {
+  ServeOptions options = Options();
+  options.secret = "s3cret";
+  Start(options);
+  std::string bundle;
+  net::AppendBundledRequest(bundle, "/api/v1/predict", "application/json",
+                            R"({"inputs": [[1, 2, 3]]})");
+  net::AppendBundledRequest(bundle, "/ml/v4/deployments/7/predictions?version=2020-08-01",
+                            "application/json",
+                            R"({"input_data": [{"values": [[1, 1, 1], [2, 2, 2]]}]})");
+  net::AppendBundledRequest(bundle, "/v2/models/tripler/infer", "application/json", "{}");
+  net::AppendBundledRequest(bundle, "/api/v1/predict", "application/json",
+                            R"({"inputs": [[1, 2]]})");
+  net::AppendBundledRequest(bundle, "/api/v1/jobs", "application/json", "{}");
+  net::AppendBundledRequest(bundle, "/v2/models/doubler/versions/3/infer", "application/json",
+                            R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
+                                "data": [0, 0, 5]}]})");
+  // Without the secret the whole bundle is refused.
+  EXPECT_EQ(Post("/kiln/v1/bundle", bundle).status, 401);
+  client_->SetDefaultHeader("X-Kiln-Serve-Secret", "s3cret");
+  auto r = client_->Request("POST", "/kiln/v1/bundle", bundle, net::kBundleContentType);
+  KILN_CHECK_OK(r.status());
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(r->Header("content-type"), net::kBundleContentType);
+  auto answers = net::DecodeBundleResponse(r->body, 6);
+  ASSERT_TRUE(answers.ok()) << answers.status();
+  const auto& a = *answers;
+  ASSERT_EQ(a[0].status, 200) << a[0].body;
+  EXPECT_EQ(Body(a[0])["outputs"]["y"], base::Json::parse("[[2,4,6]]"));
+  ASSERT_EQ(a[1].status, 200) << a[1].body;
+  EXPECT_EQ(Body(a[1])["predictions"][0]["values"], base::Json::parse("[[2,2,2],[4,4,4]]"));
+  EXPECT_EQ(a[2].status, 404);
+  EXPECT_THAT(Body(a[2])["error"].get<std::string>(), HasSubstr("serves \"doubler\""));
+  EXPECT_EQ(a[3].status, 400);
+  EXPECT_THAT(a[3].body, HasSubstr("expected x: float32[3]"));
+  EXPECT_EQ(a[4].status, 404);
+  EXPECT_THAT(Body(a[4])["error"]["message"].get<std::string>(),
+              HasSubstr("no prediction route for \"/api/v1/jobs\""));
+  ASSERT_EQ(a[5].status, 200) << a[5].body;
+  EXPECT_EQ(Body(a[5])["outputs"][0]["data"], base::Json::parse("[0,0,10]"));
+  // The three good requests (4 samples) ran as one forward.
+  EXPECT_THAT(engine_.batches(), ElementsAre(4));
+  // Each request is counted as itself.
+  EXPECT_THAT(Get("/metrics").body,
+              HasSubstr("kiln_serve_requests_total{dialect=\"native\",code=\"200\"} 1"));
+
+  EXPECT_EQ(Post("/kiln/v1/bundle", std::string("\x05\x00\x00\x00/a", 6)).status, 400);
 }
 
 TEST_F(ServeServerTest, AFullQueueIs503AndTheDrainAnswersWhatItHolds) {
