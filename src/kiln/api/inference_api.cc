@@ -209,6 +209,10 @@ void InferenceApi::Predict(net::HttpRequest& req, net::Responder res, Dialect di
   // Under load, predictions queued for one replica travel together in one bundle, which
   // the replica batches as one (HttpForwarder; contract in ARCHITECTURE.md §6.1).
   request->bundle_target = kBundleTarget;
+  // One bundle per batch worker keeps every worker busy; at least two, so that one is on
+  // the wire while the other is computed. (slots + 1 made smaller bundles and cost more
+  // per request on a 2-core machine: 9 vs 13.5 requests per bundle, 124 vs 98-119 us.)
+  request->bundles_in_flight = static_cast<size_t>(std::max(2, (*route)->slots));
   call->request = std::move(request);
   Attempt(call);
 }

@@ -802,6 +802,7 @@ void DeploymentController::PutRoute(const Live& live) {
   route.name = live.record.name;
   route.user_id = live.record.user_id;
   route.secret = live.knobs.secret;
+  route.slots = live.knobs.slots;
   route.model_name = live.model_name;
   route.version = live.record.version;
   route.signature_json = live.signature_json;

@@ -234,7 +234,11 @@ struct HttpForwarder::Shard {
   // requests (oldest first) that share the first one's bundle_target and headers.
   void PumpBundles(const std::shared_ptr<Pool>& pool) {
     auto& queue = pool->bundle_queue;
-    while (!stopping && !queue.empty() && pool->bundles_in_flight < options.max_bundles_in_flight) {
+    auto depth = [&] {
+      size_t asked = queue.front()->request->bundles_in_flight;
+      return asked > 0 ? asked : options.max_bundles_in_flight;
+    };
+    while (!stopping && !queue.empty() && pool->bundles_in_flight < depth()) {
       auto members = std::make_shared<std::vector<std::shared_ptr<Pending>>>();
       auto bundle = std::make_shared<ForwardRequest>();
       Clock::time_point deadline = Clock::time_point::max();

@@ -39,6 +39,9 @@ struct ForwardRequest {
   // still gets this request's own response; a bundle the server answers with a status
   // other than 200 gives every request in it that answer.
   std::string bundle_target;
+  // Bundles to this host:port in flight at once; 0 = the forwarder's
+  // max_bundles_in_flight. A server with N workers wants at least N, so all work at once.
+  size_t bundles_in_flight = 0;
 };
 
 struct HttpForwarderOptions {

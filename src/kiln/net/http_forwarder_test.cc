@@ -509,6 +509,30 @@ TEST(HttpForwarderBundleTest, TheCapsSplitBundlesAndALargeBodyGoesAlone) {
   for (size_t i = 0; i < 5; ++i) EXPECT_TRUE(pending.results[i].response.ok()) << i;
 }
 
+TEST(HttpForwarderBundleTest, ARequestMayAskForMoreBundlesInFlight) {
+  BundleServer server;
+  server.hold = true;
+  HttpForwarderOptions options;
+  options.max_bundles_in_flight = 1;
+  HttpForwarder forwarder(options);
+  Pending pending;
+  pending.results.resize(3);
+  pending.left = 3;
+  for (size_t i = 0; i < 3; ++i) {
+    auto request = Bundled("/p", "x");
+    request->bundles_in_flight = 2;  // a replica with one worker more
+    ForwardAsync(forwarder, server.port(), std::move(request), pending, i);
+  }
+  // Two go at once, each alone; the third waits for one of them.
+  server.WaitFor(2);
+  EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 2u);
+  EXPECT_THAT(server.sizes(), ::testing::ElementsAre(1, 1));
+  server.hold = false;
+  server.Release();
+  pending.all.get_future().get();
+  EXPECT_THAT(server.sizes(), ::testing::ElementsAre(1, 1, 1));
+}
+
 TEST(HttpForwarderBundleTest, ABundleRefusedWholeGivesEveryRequestThatAnswer) {
   BundleServer server;
   server.whole_status = 401;

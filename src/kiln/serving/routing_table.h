@@ -41,6 +41,7 @@ struct DeploymentRoute {
   std::string signature_json;             // the deployed version's signature (spec.md "Signature")
   std::string state;                      // "PENDING", "READY", "UPDATING", "FAILED", "STOPPED"
   std::string reason;                     // why FAILED (or a failed rollout); "" otherwise
+  int slots = 1;                          // batch workers per replica (kiln-serve --threads)
   std::vector<ReplicaEndpoint> replicas;  // the READY, routable ones only
 };
 
