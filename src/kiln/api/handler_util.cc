@@ -22,6 +22,15 @@ void SendJson(net::Responder& res, int code, const base::Json& body) {
   res.Send(net::JsonResponse(code, body));
 }
 
+void SendFile(net::Responder& res, std::string bytes, const std::string& file_name) {
+  net::HttpResponse r;
+  r.content_type = "application/octet-stream";
+  r.headers.emplace_back("Content-Disposition",
+                         absl::StrCat("attachment; filename=\"", file_name, "\""));
+  r.body = std::move(bytes);
+  res.Send(std::move(r));
+}
+
 absl::StatusOr<base::Json> ParseBody(const net::HttpRequest& req) {
   if (req.body.empty()) return absl::InvalidArgumentError("the request needs a JSON body");
   return base::ParseJson(req.body, kMaxJsonBody);

@@ -25,6 +25,9 @@ inline constexpr size_t kMaxJsonBody = 16 << 20;
 
 void SendError(net::Responder& res, const absl::Status& status);
 void SendJson(net::Responder& res, int code, const base::Json& body);
+// Sends `bytes` as a download named `file_name` (application/octet-stream with a
+// Content-Disposition: attachment).
+void SendFile(net::Responder& res, std::string bytes, const std::string& file_name);
 
 // The body as JSON; InvalidArgument when empty or malformed.
 absl::StatusOr<base::Json> ParseBody(const net::HttpRequest& req);

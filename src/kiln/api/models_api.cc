@@ -162,12 +162,7 @@ void ModelsApi::Content(HttpRequest& req, Responder res) {
   KILN_API_ASSIGN(master::ModelView view, registry_.GetVersion(who, ModelParam(req), version));
   const store::ModelVersionRecord& v = view.versions.front();
   KILN_API_ASSIGN(std::string bytes, base::ReadFile(registry_.ContentPath(v)));
-  net::HttpResponse r;
-  r.content_type = "application/octet-stream";
-  r.headers.emplace_back("Content-Disposition",
-                         absl::StrCat("attachment; filename=\"", v.file_name, "\""));
-  r.body = std::move(bytes);
-  res.Send(std::move(r));
+  SendFile(res, std::move(bytes), v.file_name);
 }
 
 void ModelsApi::Delete(HttpRequest& req, Responder res) {

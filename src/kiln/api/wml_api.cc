@@ -790,12 +790,7 @@ void WmlApi::DownloadModel(HttpRequest& req, Responder res) {
                                  "\"; GET /ml/v4/models/", obj.id, "/content lists its one")));
   }
   WML_ASSIGN(std::string bytes, base::ReadFile(models_.ContentPath(version)));
-  net::HttpResponse r;
-  r.content_type = "application/octet-stream";
-  r.headers.emplace_back("Content-Disposition",
-                         absl::StrCat("attachment; filename=\"", version.file_name, "\""));
-  r.body = std::move(bytes);
-  res.Send(std::move(r));
+  SendFile(res, std::move(bytes), version.file_name);
 }
 
 // ---------------------------------------------------------------- deployments
