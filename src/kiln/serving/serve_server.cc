@@ -77,6 +77,9 @@ ServeServer::ServeServer(Engine& engine, ServeOptions options) : options_(std::m
       &metrics_.AddHistogram("kiln_serve_batch_size", "Samples per forward.", kBatchBuckets);
   inference_duration_ = &metrics_.AddHistogram("kiln_serve_inference_duration_seconds",
                                                "Duration of one forward.", kSecondsBuckets);
+  bundle_size_ = &metrics_.AddHistogram(
+      "kiln_serve_bundle_requests",
+      "Predictions per bundle the master sent (POST /kiln/v1/bundle).", kBatchBuckets);
   Histogram* batch_size = batch_size_;
   Histogram* inference_duration = inference_duration_;
   batcher_ = std::make_unique<Batcher>(engine, options_.batching,
@@ -286,6 +289,7 @@ void ServeServer::PredictBundle(net::HttpRequest& request, net::Responder respon
     responder.Send(net::ErrorResponse(items.status()));
     return;
   }
+  bundle_size_->Observe(static_cast<double>(items->size()));
   const auto start = std::chrono::steady_clock::now();
   const std::string secret = request.Header(kSecretHeader);
   auto reply = std::make_shared<BundleReply>(items->size(), responder);

@@ -105,6 +105,7 @@ class ServeServer {
   Histogram* request_duration_ = nullptr;
   Histogram* batch_size_ = nullptr;
   Histogram* inference_duration_ = nullptr;
+  Histogram* bundle_size_ = nullptr;
 
   // The prediction routes alone (their handlers unused): a bundle item's target is
   // matched against them to learn its dialect and path parameters.

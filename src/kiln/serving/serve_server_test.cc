@@ -264,8 +264,12 @@ TEST_F(ServeServerTest, ABundleIsAnsweredPerRequestInOrderWithOneForward) {
   // The three good requests (4 samples) ran as one forward.
   EXPECT_THAT(engine_.batches(), ElementsAre(4));
   // Each request is counted as itself.
-  EXPECT_THAT(Get("/metrics").body,
-              HasSubstr("kiln_serve_requests_total{dialect=\"native\",code=\"200\"} 1"));
+  const std::string metrics = Get("/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("kiln_serve_requests_total{dialect=\"native\",code=\"200\"} 1"));
+  // The bundle, as one of 6 (the one refused for its secret is not counted).
+  EXPECT_THAT(metrics, HasSubstr("kiln_serve_bundle_requests_bucket{le=\"4\"} 0\n"));
+  EXPECT_THAT(metrics, HasSubstr("kiln_serve_bundle_requests_bucket{le=\"8\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("kiln_serve_bundle_requests_count 1\n"));
 
   EXPECT_EQ(Post("/kiln/v1/bundle", std::string("\x05\x00\x00\x00/a", 6)).status, 400);
 }
