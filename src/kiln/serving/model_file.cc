@@ -154,7 +154,6 @@ absl::Status Walk(std::string_view bytes, bool tar_gz, const ModelFileLimits& li
 
 // What a ZIP's entry names say about it.
 struct ZipShape {
-  std::string root;  // the one top folder all entries share ("" when they do not)
   bool torchscript = false;
   bool torch_save = false;  // torch.save's zip: data.pkl and version, but no code
   std::optional<std::string> signature;
@@ -179,13 +178,11 @@ absl::StatusOr<ZipShape> ShapeOfZip(std::string_view bytes, const ModelFileLimit
   KILN_RETURN_IF_ERROR(Walk(bytes, /*tar_gz=*/false, limits, visitor));
   ZipShape shape;
   if (visitor.paths.empty()) return shape;
-  shape.root = visitor.paths[0][0];
+  // TorchScript keeps every entry under one top folder.
+  const std::string& root = visitor.paths[0][0];
   bool data_pkl = false, constants = false, code = false, version = false;
   for (const auto& p : visitor.paths) {
-    if (p.size() < 2 || p[0] != shape.root) {
-      shape.root.clear();
-      return shape;
-    }
+    if (p.size() < 2 || p[0] != root) return shape;
     data_pkl |= p.size() == 2 && p[1] == "data.pkl";
     constants |= p.size() == 2 && p[1] == "constants.pkl";
     version |= (p.size() == 2 && p[1] == "version") ||
@@ -194,7 +191,7 @@ absl::StatusOr<ZipShape> ShapeOfZip(std::string_view bytes, const ModelFileLimit
   }
   shape.torchscript = data_pkl && constants && code;
   shape.torch_save = data_pkl && version && !shape.torchscript;
-  if (visitor.signature && visitor.signature->first == shape.root) {
+  if (visitor.signature && visitor.signature->first == root) {
     shape.signature = std::move(visitor.signature->second);
   }
   return shape;
@@ -290,12 +287,14 @@ absl::StatusOr<UploadedModel> ModelFromUpload(std::string_view bytes,
   } visitor{limits, {}};
   KILN_RETURN_IF_ERROR(Walk(bytes, /*tar_gz=*/!zip, limits, visitor));
 
-  std::vector<const Entry*> models;
+  // Each candidate's shape is kept: the chosen one's embedded signature comes with it.
+  std::vector<std::pair<const Entry*, ZipShape>> models;
   std::vector<std::string> other_zips;
   for (const Entry& e : visitor.kept) {
     if (Basename(e.path) == kSignatureFile) continue;
-    if (IsTorchScript(e.data, limits)) {
-      models.push_back(&e);
+    absl::StatusOr<ZipShape> shape = ShapeOfZip(e.data, limits);
+    if (shape.ok() && shape->torchscript) {
+      models.emplace_back(&e, *std::move(shape));
     } else {
       other_zips.push_back(absl::StrJoin(e.path, "/"));
     }
@@ -312,12 +311,12 @@ absl::StatusOr<UploadedModel> ModelFromUpload(std::string_view bytes,
   }
   if (models.size() > 1) {
     std::vector<std::string> names;
-    for (const Entry* e : models) names.push_back(absl::StrJoin(e->path, "/"));
+    for (const auto& [e, shape] : models) names.push_back(absl::StrJoin(e->path, "/"));
     return absl::InvalidArgumentError(
         absl::StrCat("the ", format, " holds ", models.size(), " TorchScript files (",
                      absl::StrJoin(names, ", "), "); a model version is one: upload one"));
   }
-  const Entry& model_entry = *models[0];
+  const Entry& model_entry = *models[0].first;
   UploadedModel model;
   model.file_name = Basename(model_entry.path);
   model.torchscript = model_entry.data;
@@ -330,11 +329,9 @@ absl::StatusOr<UploadedModel> ModelFromUpload(std::string_view bytes,
       model.signature_source = absl::StrCat("the upload's ", absl::StrJoin(beside, "/"));
     }
   }
-  if (!model.signature_json) {
-    KILN_ASSIGN_OR_RETURN(model.signature_json, EmbeddedSignature(model.torchscript, limits));
-    if (model.signature_json) {
-      model.signature_source = absl::StrCat("the signature saved inside ", model.file_name);
-    }
+  if (!model.signature_json && models[0].second.signature) {
+    model.signature_json = std::move(models[0].second.signature);
+    model.signature_source = absl::StrCat("the signature saved inside ", model.file_name);
   }
   return model;
 }
