@@ -1,10 +1,13 @@
 // serving_codec_fuzz.cc
 //
 // Feeds arbitrary bytes to the scoring path's request decoders (native, Watson ML, KServe
-// v2) against a few signatures: the first byte picks the dialect and the signature. A
-// decode must return a Status, never crash or read past the body; a decoded request must
-// be consistent (one tensor per input, [batch, *shape], finite floats), and encoding its
-// inputs back as outputs must give valid JSON.
+// v2, and KServe with binary tensor data) against a few signatures: the first byte picks
+// the dialect and the signature; with its high bit set, the next two give the JSON's
+// length (Inference-Header-Content-Length) of a KServe binary body. A decode must return
+// a Status, never crash or read past the body; a decoded request must be consistent (one
+// tensor per input, [batch, *shape], finite floats, booleans 0 or 1), and encoding its
+// inputs back as outputs must give valid JSON before any binary part, which has the
+// length the JSON says.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -54,13 +57,24 @@ const std::vector<Signature>& Signatures() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
-  const auto dialect = static_cast<kiln::serving::Dialect>(data[0] % 3);
-  const Signature& signature = Signatures()[(data[0] / 3) % Signatures().size()];
-  std::string_view body(reinterpret_cast<const char*>(data + 1), size - 1);
+  const bool binary = (data[0] & 0x80) != 0;
+  const auto dialect =
+      binary ? kiln::serving::Dialect::kKserveV2 : static_cast<kiln::serving::Dialect>(data[0] % 3);
+  const Signature& signature = Signatures()[((data[0] & 0x7f) / 3) % Signatures().size()];
+  size_t skip = 1;
+  size_t json_length = 0;
+  if (binary) {
+    if (size < 3) return 0;
+    json_length = data[1] | (static_cast<size_t>(data[2]) << 8);
+    skip = 3;
+  }
+  std::string_view body(reinterpret_cast<const char*>(data + skip), size - skip);
   kiln::serving::DecodeLimits limits;
   limits.max_batch = 64;
   limits.max_elements = 4096;
-  auto request = kiln::serving::DecodeRequest(dialect, body, signature, limits);
+  auto request =
+      binary ? kiln::serving::DecodeKserveBinaryRequest(body, json_length, signature, limits)
+             : kiln::serving::DecodeRequest(dialect, body, signature, limits);
   if (!request.ok()) {
     Check(request.status().code() == absl::StatusCode::kInvalidArgument, "not InvalidArgument");
     return 0;
@@ -81,17 +95,34 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Check(t.bytes.size() == static_cast<size_t>(n) * kiln::serving::DTypeSize(t.dtype),
           "bytes do not match the shape");
     elements += static_cast<size_t>(n);
-    if (t.dtype == DType::kFloat32) {
-      for (int64_t k = 0; k < n; ++k) {
+    for (int64_t k = 0; k < n; ++k) {
+      if (t.dtype == DType::kFloat32) {
         float v;
         std::memcpy(&v, t.bytes.data() + 4 * k, 4);
         Check(std::isfinite(v), "non-finite float32");
+      } else if (t.dtype == DType::kFloat64) {
+        double v;
+        std::memcpy(&v, t.bytes.data() + 8 * k, 8);
+        Check(std::isfinite(v), "non-finite float64");
+      } else if (t.dtype == DType::kBool) {
+        Check(static_cast<unsigned char>(t.bytes[k]) <= 1, "a bool other than 0 or 1");
       }
     }
   }
   Check(elements <= limits.max_elements, "element limit exceeded");
+  size_t response_json = 0;
   std::string response =
-      kiln::serving::EncodeResponse(*request, request->inputs, signature, "m", "1");
-  Check(kiln::base::Json::accept(response), "response is not JSON");
+      kiln::serving::EncodeResponse(*request, request->inputs, signature, "m", "1", &response_json);
+  Check(response_json <= response.size(), "JSON length past the response");
+  auto head = kiln::base::Json::parse(response.substr(0, response_json), nullptr, false);
+  Check(!head.is_discarded(), "response is not JSON");
+  size_t binary_bytes = 0;
+  for (const auto& output : head.value("outputs", kiln::base::Json::array())) {
+    if (output.contains("parameters")) {
+      binary_bytes += output["parameters"]["binary_data_size"].get<size_t>();
+    }
+  }
+  Check(response_json + binary_bytes == response.size(),
+        "the binary part does not match the outputs' binary_data_size");
   return 0;
 }

@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import struct
 import threading
 import urllib.parse
 
@@ -212,3 +213,78 @@ def test_watson_ml_and_kserve_through_the_master(client, expected):
     bad = {"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
     status, body = client.raw("POST", "/v2/models/svc/infer", json.dumps(bad).encode(), headers)
     assert status == 400 and "x: float32[4]" in body["error"]
+
+    check_kserve_binary_tensor_data(client, expected)
+
+
+def binary_infer(client, path: str, head: dict, data: bytes):
+    """A KServe request with binary tensor data, as tritonclient sends it: the JSON, its
+    length in Inference-Header-Content-Length, then the raw bytes. Returns (status,
+    response JSON, bytes after it)."""
+    u = urllib.parse.urlparse(client.url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+    head_bytes = json.dumps(head).encode()
+    headers = dict(client._headers)
+    headers["Inference-Header-Content-Length"] = str(len(head_bytes))
+    headers["Content-Type"] = "application/octet-stream"
+    conn.request("POST", path, body=head_bytes + data, headers=headers)
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    length = resp.getheader("Inference-Header-Content-Length")
+    if length is None:
+        return resp.status, json.loads(body), b""
+    assert resp.getheader("Content-Type") == "application/octet-stream"
+    return resp.status, json.loads(body[:int(length)]), body[int(length):]
+
+
+def check_kserve_binary_tensor_data(client, expected):
+    flat = [v for row in SAMPLES for v in row]
+    want = [v for row in expected for v in row]
+    x = {"name": "x", "shape": [3, 4], "datatype": "FP32",
+         "parameters": {"binary_data_size": 4 * len(flat)}}
+    raw = struct.pack(f"<{len(flat)}f", *flat)
+    # tritonclient's default: binary inputs, and binary outputs when it names none.
+    status, body, tail = binary_infer(client, "/v2/models/svc/infer",
+                                      {"inputs": [x], "parameters": {"binary_data_output": True}},
+                                      raw)
+    assert status == 200, body
+    out = body["outputs"][0]
+    assert out["shape"] == [3, 3] and out["parameters"]["binary_data_size"] == 36
+    assert close(list(struct.unpack("<9f", tail)), want)
+    # Binary in, JSON out.
+    status, body, tail = binary_infer(client, "/v2/models/svc/versions/1/infer",
+                                      {"inputs": [x], "outputs": [{"name": "y"}]}, raw)
+    assert status == 200 and tail == b"", body
+    assert close(body["outputs"][0]["data"], want)
+    # Bytes that do not match the size: a 400 that says so.
+    status, body, _ = binary_infer(client, "/v2/models/svc/infer", {"inputs": [x]}, raw[:-4])
+    assert status == 400 and "only 44 bytes of binary data are left" in body["error"], body
+
+    # Under concurrent load the master bundles requests for the replica; each keeps its
+    # own header and gets its own answer (different samples per thread).
+    failures = []
+    module = affine()  # built here: its seeding is not thread-safe
+    inputs = {k: [[v + k for v in row] for row in SAMPLES] for k in range(8)}
+    with torch.no_grad():
+        answers = {k: [v for row in module(torch.tensor(rows)).tolist() for v in row]
+                   for k, rows in inputs.items()}
+
+    def worker(k: int):
+        mine = answers[k]
+        data = struct.pack("<12f", *[v for row in inputs[k] for v in row])
+        for _ in range(25):
+            status, body, tail = binary_infer(
+                client, "/v2/models/svc/infer",
+                {"id": str(k), "inputs": [x], "parameters": {"binary_data_output": True}}, data)
+            if status != 200 or body.get("id") != str(k) or not close(
+                    list(struct.unpack("<9f", tail)), mine):
+                failures.append((k, status, body))
+                return
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]

@@ -133,7 +133,9 @@ void InferenceApi::Register(net::Router& router) {
   });
   router.Add("GET", "/v2", [](net::HttpRequest&, net::Responder res) {
     api::SendJson(res, 200,
-                  {{"name", "kiln"}, {"version", "1"}, {"extensions", base::Json::array()}});
+                  {{"name", "kiln"},
+                   {"version", "1"},
+                   {"extensions", base::Json::array({"binary_tensor_data"})}});
   });
 }
 
@@ -206,6 +208,12 @@ void InferenceApi::Predict(net::HttpRequest& req, net::Responder res, Dialect di
   request->content_type = content_type.empty() ? "application/json" : std::move(content_type);
   request->body = std::move(req.body);
   request->headers.emplace_back(kSecretHeader, (*route)->secret);
+  // KServe's binary tensor data: the JSON's length travels with this request alone.
+  if (std::string json_length = req.Header(serving::kInferenceHeaderContentLength);
+      kserve && !json_length.empty()) {
+    request->own_headers.emplace_back(std::string(serving::kInferenceHeaderContentLength),
+                                      std::move(json_length));
+  }
   // Under load, predictions queued for one replica travel together in one bundle, which
   // the replica batches as one (HttpForwarder; contract in ARCHITECTURE.md §6.1).
   request->bundle_target = kBundleTarget;
@@ -249,6 +257,11 @@ void InferenceApi::Attempt(const std::shared_ptr<Call>& call) {
           net::HttpResponse out;
           out.status = response->status;
           if (!response->content_type.empty()) out.content_type = response->content_type;
+          if (std::string json_length = response->Header(serving::kInferenceHeaderContentLength);
+              !json_length.empty()) {
+            out.headers.emplace_back(std::string(serving::kInferenceHeaderContentLength),
+                                     std::move(json_length));
+          }
           out.body = std::move(response->body);
           call->res.Send(std::move(out));
           return;

@@ -19,6 +19,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/base/clock.h"
 #include "kiln/base/json.h"
@@ -72,7 +73,8 @@ class FakeReplicaServer {
   explicit FakeReplicaServer(std::string tag) : tag_(std::move(tag)) {
     net::Router router;
     auto answer = [this](net::HttpRequest& req, net::Responder res) {
-      res.Send(Answer(req.Header("x-kiln-serve-secret"), req.target, req.body));
+      res.Send(Answer(req.Header("x-kiln-serve-secret"), req.target, req.body,
+                      req.Header("inference-header-content-length")));
     };
     for (const char* pattern :
          {"/api/v1/predict", "/ml/v4/deployments/{id}/predictions", "/v2/models/{name}/infer",
@@ -85,7 +87,12 @@ class FakeReplicaServer {
       ASSERT_TRUE(items.ok()) << items.status();
       std::vector<net::HttpResponse> answers;
       for (const net::BundledRequest& item : *items) {
-        answers.push_back(Answer(req.Header("x-kiln-serve-secret"), item.target, item.body));
+        std::string json_length;
+        for (const auto& [name, value] : item.headers) {
+          if (name == "inference-header-content-length") json_length = value;
+        }
+        answers.push_back(
+            Answer(req.Header("x-kiln-serve-secret"), item.target, item.body, json_length));
       }
       net::HttpResponse bundle;
       bundle.content_type = std::string(net::kBundleContentType);
@@ -99,12 +106,24 @@ class FakeReplicaServer {
   std::atomic<int> bundles{0};  // bundles among the exchanges that carried them
 
  private:
+  // A KServe binary request (its JSON's length given) is answered in kind: the JSON
+  // answer, then 4 bytes of "binary" data.
   net::HttpResponse Answer(const std::string& secret, const std::string& target,
-                           const std::string& body) {
+                           const std::string& body, const std::string& json_length) {
     ++hits;
     if (body == "bad") return net::JsonResponse(400, {{"error", "expected image: float32[4]"}});
-    return net::JsonResponse(
-        200, {{"replica", tag_}, {"secret", secret}, {"target", target}, {"body", body}});
+    net::HttpResponse response = net::JsonResponse(200, {{"replica", tag_},
+                                                         {"secret", secret},
+                                                         {"target", target},
+                                                         {"body", body},
+                                                         {"json_length", json_length}});
+    if (!json_length.empty()) {
+      response.headers.emplace_back("Inference-Header-Content-Length",
+                                    std::to_string(response.body.size()));
+      response.content_type = "application/octet-stream";
+      response.body += "\x01\x02\x03\x04";
+    }
+    return response;
   }
 
   std::string tag_;
@@ -403,6 +422,36 @@ TEST_F(InferenceApiTest, KserveInferMetadataAndReadinessByDeploymentName) {
   ASSERT_TRUE(server_ready.ok());
   EXPECT_EQ(server_ready->status, 200);
   EXPECT_EQ(replica.hits.load(), 2);
+}
+
+TEST_F(InferenceApiTest, KserveBinaryTensorDataKeepsItsHeaderBothWays) {
+  FakeReplicaServer replica("r1");
+  routes_.Put(Route(7, "digits", {{70, replica.port()}}));
+  StartMaster();
+  auto alice = Client("alice", "alice-password");
+  alice->SetDefaultHeader("Inference-Header-Content-Length", "13");
+  const std::string body = std::string(R"({"inputs":[]})") + std::string("\0\x7f", 2);
+  auto infer = alice->Request("POST", "/v2/models/digits/infer", body, "application/octet-stream");
+  ASSERT_TRUE(infer.ok());
+  ASSERT_EQ(infer->status, 200) << infer->body;
+  EXPECT_EQ(infer->Header("content-type"), "application/octet-stream");
+  size_t json_length = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(infer->Header("Inference-Header-Content-Length"), &json_length));
+  ASSERT_EQ(infer->body.size(), json_length + 4);
+  EXPECT_EQ(infer->body.substr(json_length), "\x01\x02\x03\x04");
+  Json answer = Json::parse(infer->body.substr(0, json_length));
+  EXPECT_EQ(answer["json_length"], "13");
+  EXPECT_EQ(answer["body"], body);
+  // The header means nothing to the other dialects: it is not passed on.
+  auto native = alice->Request("POST", "/api/v1/deployments/7/predict", "{}");
+  ASSERT_TRUE(native.ok());
+  ASSERT_EQ(native->status, 200) << native->body;
+  EXPECT_EQ(Json::parse(native->body)["json_length"], "");
+  EXPECT_EQ(native->Header("Inference-Header-Content-Length"), "");
+  // Clients that check the server's extensions find it.
+  auto server = Client("", "")->Get("/v2");
+  ASSERT_TRUE(server.ok());
+  EXPECT_EQ(Json::parse(server->body)["extensions"], Json::parse(R"(["binary_tensor_data"])"));
 }
 
 TEST_F(InferenceApiTest, ABodyOverTheLimitIs413) {

@@ -1,8 +1,10 @@
 #include "kiln/net/bundle.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 
 namespace kiln::net {
@@ -15,6 +17,26 @@ void AppendU32(std::string& out, uint32_t value) {
 void AppendField(std::string& out, std::string_view field) {
   AppendU32(out, static_cast<uint32_t>(field.size()));
   out.append(field);
+}
+
+void AppendHeaders(std::string& out, const HeaderList& headers) {
+  AppendU32(out, static_cast<uint32_t>(headers.size()));
+  for (const auto& [name, value] : headers) {
+    AppendField(out, name);
+    AppendField(out, value);
+  }
+}
+
+size_t HeadersSize(const HeaderList& headers) {
+  size_t size = 4;
+  for (const auto& [name, value] : headers) size += 8 + name.size() + value.size();
+  return size;
+}
+
+// RFC 9110 token characters: what a header name may hold.
+bool IsTokenChar(char c) {
+  return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+         std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
 }
 
 // Reads the fields of a bundle front to back; every read is bounds-checked.
@@ -39,6 +61,33 @@ class Reader {
     pos_ += *size;
     return field;
   }
+  // A header list: names lower-cased. Empty `why` and nullopt past the end; a reason in
+  // `why` for a bad name or value or too many headers.
+  std::optional<HeaderList> Headers(std::string& why) {
+    std::optional<uint32_t> count = U32();
+    if (!count) return std::nullopt;
+    if (*count > kMaxBundleItemHeaders) {
+      why = absl::StrCat("has ", *count, " headers, more than ", kMaxBundleItemHeaders);
+      return std::nullopt;
+    }
+    HeaderList headers;
+    headers.reserve(*count);
+    for (uint32_t i = 0; i < *count; ++i) {
+      std::optional<std::string_view> name = Field();
+      std::optional<std::string_view> value = name ? Field() : std::nullopt;
+      if (!value) return std::nullopt;
+      if (name->empty() || !std::all_of(name->begin(), name->end(), IsTokenChar)) {
+        why = "has a header name that is not an HTTP token";
+        return std::nullopt;
+      }
+      if (value->find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos) {
+        why = "has a header value with CR, LF or NUL";
+        return std::nullopt;
+      }
+      headers.emplace_back(absl::AsciiStrToLower(std::string(*name)), std::string(*value));
+    }
+    return headers;
+  }
 
  private:
   std::string_view data_;
@@ -53,10 +102,13 @@ absl::Status Malformed(std::string_view what, size_t item, std::string_view why)
 }  // namespace
 
 void AppendBundledRequest(std::string& bundle, std::string_view target,
-                          std::string_view content_type, std::string_view body) {
-  bundle.reserve(bundle.size() + 12 + target.size() + content_type.size() + body.size());
+                          std::string_view content_type, const HeaderList& headers,
+                          std::string_view body) {
+  bundle.reserve(bundle.size() + 12 + target.size() + content_type.size() + HeadersSize(headers) +
+                 body.size());
   AppendField(bundle, target);
   AppendField(bundle, content_type);
+  AppendHeaders(bundle, headers);
   AppendField(bundle, body);
 }
 
@@ -70,26 +122,33 @@ absl::StatusOr<std::vector<BundledRequest>> DecodeBundleRequest(std::string_view
       return absl::InvalidArgumentError(
           absl::StrCat("the bundle holds more than ", kMaxBundleItems, " requests"));
     }
+    std::string why;
     std::optional<std::string_view> target = in.Field();
     std::optional<std::string_view> content_type = target ? in.Field() : std::nullopt;
-    std::optional<std::string_view> body = content_type ? in.Field() : std::nullopt;
+    std::optional<HeaderList> headers = content_type ? in.Headers(why) : std::nullopt;
+    std::optional<std::string_view> body = headers ? in.Field() : std::nullopt;
+    if (!why.empty()) return Malformed("bundle", item, why);
     if (!body) return Malformed("bundle", item, "runs past the end of the body");
     if (target->empty() || target->front() != '/') {
       return Malformed("bundle", item, "has a target that is not a path");
     }
-    out.push_back({std::string(*target), std::string(*content_type), std::string(*body)});
+    out.push_back({std::string(*target), std::string(*content_type), *std::move(headers),
+                   std::string(*body)});
   }
   return out;
 }
 
 std::string EncodeBundleResponse(const std::vector<HttpResponse>& responses) {
   size_t size = 0;
-  for (const HttpResponse& r : responses) size += 12 + r.content_type.size() + r.body.size();
+  for (const HttpResponse& r : responses) {
+    size += 12 + r.content_type.size() + HeadersSize(r.headers) + r.body.size();
+  }
   std::string out;
   out.reserve(size);
   for (const HttpResponse& r : responses) {
     AppendU32(out, static_cast<uint32_t>(r.status));
     AppendField(out, r.content_type);
+    AppendHeaders(out, r.headers);
     AppendField(out, r.body);
   }
   return out;
@@ -106,9 +165,12 @@ absl::StatusOr<std::vector<HttpResponse>> DecodeBundleResponse(std::string_view 
       return absl::InvalidArgumentError(
           absl::StrCat("malformed bundle answer: more than the ", expected, " responses asked"));
     }
+    std::string why;
     std::optional<uint32_t> status = in.U32();
     std::optional<std::string_view> content_type = status ? in.Field() : std::nullopt;
-    std::optional<std::string_view> body = content_type ? in.Field() : std::nullopt;
+    std::optional<HeaderList> headers = content_type ? in.Headers(why) : std::nullopt;
+    std::optional<std::string_view> body = headers ? in.Field() : std::nullopt;
+    if (!why.empty()) return Malformed("bundle answer", item, why);
     if (!body) return Malformed("bundle answer", item, "runs past the end of the body");
     if (*status < 100 || *status > 599) {
       return Malformed("bundle answer", item, absl::StrCat("has status ", *status));
@@ -116,6 +178,7 @@ absl::StatusOr<std::vector<HttpResponse>> DecodeBundleResponse(std::string_view 
     HttpResponse r;
     r.status = static_cast<int>(*status);
     r.content_type = std::string(*content_type);
+    r.headers = *std::move(headers);
     r.body = std::string(*body);
     out.push_back(std::move(r));
   }

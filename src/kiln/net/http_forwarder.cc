@@ -63,9 +63,11 @@ absl::Status CheckHead(const ForwardRequest& request) {
             SafeInHead(request.target) && request.target.find(' ') == std::string::npos &&
             SafeInHead(request.content_type) && SafeInHead(request.bundle_target) &&
             request.bundle_target.find(' ') == std::string::npos;
-  for (const auto& [name, value] : request.headers) {
-    ok = ok && !name.empty() && SafeInHead(name) && name.find_first_of(" :") == std::string::npos &&
-         SafeInHead(value);
+  for (const auto* list : {&request.headers, &request.own_headers}) {
+    for (const auto& [name, value] : *list) {
+      ok = ok && !name.empty() && SafeInHead(name) &&
+           name.find_first_of(" :") == std::string::npos && SafeInHead(value);
+    }
   }
   if (ok) return absl::OkStatus();
   return absl::InvalidArgumentError(
@@ -268,7 +270,7 @@ struct HttpForwarder::Shard {
           bundle->target = r.bundle_target;
           bundle->headers = r.headers;
         }
-        AppendBundledRequest(bundle->body, r.target, r.content_type, r.body);
+        AppendBundledRequest(bundle->body, r.target, r.content_type, r.own_headers, r.body);
         deadline = std::min(deadline, p->deadline);
         members->push_back(p);
         it = queue.erase(it);
@@ -408,6 +410,9 @@ struct HttpForwarder::Shard {
       absl::StrAppend(&head, "Content-Type: ", in.content_type, "\r\n");
     }
     for (const auto& [name, value] : in.headers) absl::StrAppend(&head, name, ": ", value, "\r\n");
+    for (const auto& [name, value] : in.own_headers) {
+      absl::StrAppend(&head, name, ": ", value, "\r\n");
+    }
     if (!in.body.empty() || in.method == "POST" || in.method == "PUT" || in.method == "PATCH") {
       absl::StrAppend(&head, "Content-Length: ", in.body.size(), "\r\n");
     }

@@ -31,6 +31,9 @@ struct ForwardRequest {
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;  // extra fields
+  // Extra fields of this request alone. Sent like `headers` when it goes on its own; in a
+  // bundle they travel inside its item, where `headers` go once on the bundle for all.
+  std::vector<std::pair<std::string, std::string>> own_headers;
   // When not empty, the request may travel in a bundle (bundle.h) POSTed to this target
   // on the same host:port, together with the other requests queued there that have the
   // same bundle_target and headers: while max_bundles_in_flight bundles to an endpoint

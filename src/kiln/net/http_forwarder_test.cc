@@ -93,6 +93,9 @@ Router EchoRouter() {
     HttpResponse response;
     response.body = absl::StrCat(req.Header("x-kiln-serve-secret"), "|", req.body);
     response.content_type = "text/plain";
+    if (std::string own = req.Header("x-own"); !own.empty()) {
+      response.headers.emplace_back("X-Echo", own);
+    }
     res.Send(std::move(response));
   });
   router.Add("POST", "/bad", [](HttpRequest&, Responder res) {
@@ -109,11 +112,13 @@ TEST(HttpForwarderTest, PassesStatusContentTypeBodyAndExtraHeaders) {
   HttpForwarder forwarder;
   auto request = Post("/echo", "hello");
   request->headers.emplace_back("X-Kiln-Serve-Secret", "s3cret");
+  request->own_headers.emplace_back("X-Own", "mine");  // alone, an ordinary header
   Result ok = ForwardAndWait(forwarder, server.port(), request);
   ASSERT_TRUE(ok.response.ok()) << ok.response.status();
   EXPECT_EQ(ok.response->status, 200);
   EXPECT_EQ(ok.response->content_type, "text/plain");
   EXPECT_EQ(ok.response->body, "s3cret|hello");
+  EXPECT_EQ(ok.response->Header("X-Echo"), "mine");
 
   Result bad = ForwardAndWait(forwarder, server.port(), Post("/bad", "{}"));
   ASSERT_TRUE(bad.response.ok()) << bad.response.status();
@@ -388,6 +393,9 @@ class BundleServer {
               a.content_type = "text/plain";
               a.body =
                   absl::StrCat(req.Header("x-kiln-serve-secret"), "|", item.target, "|", item.body);
+              for (const auto& [name, value] : item.headers) {
+                if (name == "x-own") a.headers.emplace_back("X-Echo", value);
+              }
               answers.push_back(std::move(a));
             }
             if (wrong_count) answers.pop_back();
@@ -455,9 +463,10 @@ TEST(HttpForwarderBundleTest, RequestsQueuedWhileTheEndpointIsBusyGoTogether) {
   server.WaitFor(1);
   const char* bodies[] = {"a", "b", "bad", "c", "d"};
   for (size_t i = 1; i < 6; ++i) {
-    ForwardAsync(forwarder, server.port(),
-                 Bundled(absl::StrCat("/ml/v4/deployments/", i, "/predictions"), bodies[i - 1]),
-                 pending, i);
+    auto request = Bundled(absl::StrCat("/ml/v4/deployments/", i, "/predictions"), bodies[i - 1]);
+    // Headers of a request's own travel in its item (and may differ within one bundle).
+    if (i % 2 == 0) request->own_headers.emplace_back("X-Own", absl::StrCat("own", i));
+    ForwardAsync(forwarder, server.port(), std::move(request), pending, i);
   }
   // A barrier: OpenConnections runs on the forwarder's thread after the Forwards above.
   EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 1u);
@@ -473,6 +482,7 @@ TEST(HttpForwarderBundleTest, RequestsQueuedWhileTheEndpointIsBusyGoTogether) {
     EXPECT_EQ(r.response->content_type, "text/plain");
     EXPECT_EQ(r.response->body,
               absl::StrCat("s3|/ml/v4/deployments/", i, "/predictions|", bodies[i - 1]));
+    EXPECT_EQ(r.response->Header("X-Echo"), i % 2 == 0 ? absl::StrCat("own", i) : "");
   }
   // One connection carried all of it.
   EXPECT_EQ(forwarder.OpenConnections("127.0.0.1", server.port()), 1u);

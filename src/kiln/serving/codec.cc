@@ -6,6 +6,7 @@
 // with the expected signature, so every refusal tells the caller what to send.
 #include "kiln/serving/codec.h"
 
+#include <algorithm>
 #include <bit>
 #include <charconv>
 #include <cmath>
@@ -1096,6 +1097,36 @@ bool DecodeWatsonMl(Decoder& d, const Signature& signature, const DecodeLimits& 
 
 // ---- KServe v2: {"id", "inputs": [{"name","shape","datatype","data"}], "outputs"} ----
 
+// A non-negative JSON integer at the scanner into `out`; false (and no message unless the
+// JSON itself is bad) when the value is anything else.
+bool ReadNonNegative(Decoder& d, int64_t& out) {
+  char c = d.Peek();
+  const char* b;
+  const char* e;
+  bool integral;
+  int64_t v = -1;
+  if ((c == '-' || IsDigit(c)) && d.NumberToken(b, e, integral) && integral) {
+    auto [ptr, ec] = std::from_chars(b, e, v);
+    if (ec != std::errc() || ptr != e) v = -1;
+  }
+  if (v < 0) return false;
+  out = v;
+  return true;
+}
+
+bool ReadBool(Decoder& d, const std::string& what, bool& out) {
+  char c = d.Peek();
+  if (c == 't' && d.Literal("true")) {
+    out = true;
+    return true;
+  }
+  if (c == 'f' && d.Literal("false")) {
+    out = false;
+    return true;
+  }
+  return d.Fail(absl::StrCat(what, " must be true or false"));
+}
+
 bool ReadShape(Decoder& d, const std::string& where, std::vector<int64_t>& shape) {
   shape.clear();
   if (d.Peek() != '[') return d.Fail(absl::StrCat(where, " must be an array of sizes"));
@@ -1103,25 +1134,94 @@ bool ReadShape(Decoder& d, const std::string& where, std::vector<int64_t>& shape
     if (shape.size() > kMaxSignatureRank) {
       return d.Fail(absl::StrCat(where, " has more than ", kMaxSignatureRank + 1, " dimensions"));
     }
-    char c = d.Peek();
-    const char* b;
-    const char* e;
-    bool integral;
-    int64_t v = -1;
-    if ((c == '-' || IsDigit(c)) && d.NumberToken(b, e, integral) && integral) {
-      auto [ptr, ec] = std::from_chars(b, e, v);
-      if (ec != std::errc() || ptr != e) v = -1;
-    } else if (!d.error().empty()) {
-      return false;
+    int64_t v;
+    if (!ReadNonNegative(d, v)) {
+      return d.Fail(absl::StrCat(where, " must hold non-negative integers"));
     }
-    if (v < 0) return d.Fail(absl::StrCat(where, " must hold non-negative integers"));
     shape.push_back(v);
     return true;
   });
 }
 
+// A KServe "parameters" object (the scanner at its value): `on_parameter(name)` is called
+// at each member's value and must consume it. `seen` refuses a second "parameters".
+template <typename F>
+bool ReadParameters(Decoder& d, const std::string& what, bool& seen, F&& on_parameter) {
+  if (seen) return DuplicateKey(d, "parameters");
+  seen = true;
+  if (d.Peek() != '{') return d.Fail(absl::StrCat(what, " must be an object"));
+  return ForEachMember(d, what.c_str(), on_parameter);
+}
+
+// The binary part of a KServe request: the bytes after its JSON, taken front to back by
+// the inputs that have "parameters": {"binary_data_size": n}, in the order listed.
+struct BinaryPart {
+  std::string_view bytes;
+  size_t used = 0;
+};
+
+// The element at `index` of a packed buffer of T.
+template <typename T>
+T LoadAt(const char* data, size_t index) {
+  T value;
+  std::memcpy(&value, data + index * sizeof(T), sizeof(T));
+  return value;
+}
+
+// Index of the first of `n` packed T in `data` that fails `valid`, or -1.
+template <typename T, typename Valid>
+int64_t FirstInvalid(const char* data, size_t n, Valid valid) {
+  for (size_t k = 0; k < n; ++k) {
+    if (!valid(LoadAt<T>(data, k))) return static_cast<int64_t>(k);
+  }
+  return -1;
+}
+
+// Takes `size` bytes of `binary` as the whole batch of an input, checking what JSON's
+// grammar would have: finite floats, booleans 0 or 1.
+bool ReadBinaryData(Decoder& d, const std::string& context, DType dtype, int64_t elements,
+                    int64_t size, BinaryPart& binary, ByteSink& sink) {
+  const size_t left = binary.bytes.size() - binary.used;
+  if (static_cast<uint64_t>(size) > left) {
+    return d.Fail(absl::StrCat(context, "binary_data_size is ", size, " bytes but only ", left,
+                               " bytes of binary data are left after the JSON",
+                               binary.used > 0 ? " and the inputs before it" : ""));
+  }
+  const char* data = binary.bytes.data() + binary.used;
+  const auto n = static_cast<size_t>(elements);
+  int64_t bad = -1;
+  switch (dtype) {
+    case DType::kFloat32:
+      bad = FirstInvalid<float>(data, n, [](float v) { return std::isfinite(v); });
+      break;
+    case DType::kFloat64:
+      bad = FirstInvalid<double>(data, n, [](double v) { return std::isfinite(v); });
+      break;
+    case DType::kBool:
+      bad = FirstInvalid<uint8_t>(data, n, [](uint8_t v) { return v <= 1; });
+      break;
+    case DType::kInt64:
+    case DType::kInt32:
+      break;  // every bit pattern is a value
+  }
+  if (bad >= 0 && dtype == DType::kBool) {
+    return d.Fail(absl::StrCat(context, "binary element ", bad, " is the byte ",
+                               static_cast<int>(static_cast<unsigned char>(data[bad])),
+                               "; a BOOL element is one byte, 0 or 1"));
+  }
+  if (bad >= 0) {
+    return d.Fail(
+        absl::StrCat(context, "binary element ", bad, " is NaN or infinite, which is not allowed"));
+  }
+  sink.Reserve(static_cast<size_t>(size));
+  std::memcpy(sink.bytes.data() + sink.used, data, static_cast<size_t>(size));
+  sink.used += static_cast<size_t>(size);
+  binary.used += static_cast<size_t>(size);
+  return true;
+}
+
 bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAccumulator>& inputs,
-                     const DecodeLimits& limits, size_t i) {
+                     const DecodeLimits& limits, BinaryPart* binary, size_t i) {
   std::string where = absl::StrCat("inputs[", i, "]");
   if (d.Peek() != '{') {
     return d.Fail(
@@ -1135,6 +1235,8 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   bool have_shape = false;
   const char* data_begin = nullptr;
   const char* data_end = nullptr;
+  bool have_parameters = false;
+  std::optional<int64_t> binary_size;
   bool ok = ForEachMember(d, where.c_str(), [&](const std::string& key) {
     if (key == "name" || key == "datatype") {
       bool& have = key == "name" ? have_name : have_datatype;
@@ -1154,6 +1256,19 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
       if (!d.Skip()) return false;
       data_end = d.position();
       return true;
+    }
+    if (key == "parameters") {
+      std::string what = where + ".parameters";
+      return ReadParameters(d, what, have_parameters, [&](const std::string& parameter) {
+        if (parameter != "binary_data_size") return d.Skip();
+        if (binary_size) return DuplicateKey(d, parameter);
+        int64_t size;
+        if (!ReadNonNegative(d, size)) {
+          return d.Fail(absl::StrCat(what, ".binary_data_size must be a non-negative integer"));
+        }
+        binary_size = size;
+        return true;
+      });
     }
     return d.Skip();
   });
@@ -1179,8 +1294,22 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
     return d.Fail(absl::StrCat(context, "no \"shape\"; give ", DescribeShape(batch_shape),
                                " with the batch size first"));
   }
-  if (data_begin == nullptr) {
-    return d.Fail(absl::StrCat(context, "no \"data\" (binary tensor data is not supported)"));
+  if (data_begin != nullptr && binary_size) {
+    return d.Fail(absl::StrCat(context,
+                               "has both \"data\" and parameters.binary_data_size; "
+                               "send its values one way"));
+  }
+  if (data_begin == nullptr && !binary_size) {
+    return d.Fail(absl::StrCat(context,
+                               "no \"data\" (or parameters.binary_data_size with "
+                               "the values after the JSON)"));
+  }
+  if (binary_size && binary == nullptr) {
+    return d.Fail(
+        absl::StrCat(context,
+                     "parameters.binary_data_size is set but the request has no "
+                     "Inference-Header-Content-Length header; send the length of the JSON in it "
+                     "and the binary tensor data after the JSON"));
   }
   int64_t batch;
   std::vector<int64_t> sample_shape;
@@ -1208,6 +1337,23 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   if (batch > limits.max_batch) {
     return d.Fail(absl::StrCat(context, "batch of ", batch, " samples is more than the limit of ",
                                limits.max_batch));
+  }
+  if (binary_size) {
+    const size_t needed = static_cast<size_t>(*total) * DTypeSize(spec.dtype);
+    if (static_cast<uint64_t>(*binary_size) != needed) {
+      return d.Fail(absl::StrCat(context, "binary_data_size is ", *binary_size,
+                                 " bytes, but shape ", DescribeShape(shape), " of ",
+                                 std::string(KserveDatatype(spec.dtype)), " needs ", needed, " (",
+                                 DTypeSize(spec.dtype), " per value)"));
+    }
+    if (!d.CountElements(static_cast<size_t>(*total))) return false;
+    ByteSink sink;
+    if (!ReadBinaryData(d, context, spec.dtype, *total, *binary_size, *binary, sink)) {
+      return false;
+    }
+    input.MarkSeen();
+    input.SetBatch(batch, std::move(sample_shape), std::move(sink));
+    return true;
   }
   const char* resume = d.position();
   const char* end = d.end();
@@ -1242,11 +1388,12 @@ int FindOutput(const Signature& signature, std::string_view name) {
 }
 
 bool DecodeKserve(Decoder& d, const Signature& signature, const DecodeLimits& limits,
-                  InferRequest& request) {
+                  BinaryPart* binary, InferRequest& request) {
   std::vector<InputAccumulator> inputs(signature.inputs.begin(), signature.inputs.end());
   bool have_id = false;
   bool have_inputs = false;
   bool have_outputs = false;
+  bool have_parameters = false;
   bool ok = ForEachMember(d, "the body", [&](const std::string& key) {
     if (key == "id") {
       if (have_id) return DuplicateKey(d, key);
@@ -1266,8 +1413,15 @@ bool DecodeKserve(Decoder& d, const Signature& signature, const DecodeLimits& li
         return d.Fail(R"("inputs" must be an array of {"name", "shape", "datatype", "data"})");
       }
       return ForEachElement(d, "\"inputs\"", [&](size_t i) {
-        return ReadKserveInput(d, signature, inputs, limits, i);
+        return ReadKserveInput(d, signature, inputs, limits, binary, i);
       });
+    }
+    if (key == "parameters") {
+      return ReadParameters(
+          d, "\"parameters\"", have_parameters, [&](const std::string& parameter) {
+            if (parameter != "binary_data_output") return d.Skip();
+            return ReadBool(d, "parameters.binary_data_output", request.binary_data_output);
+          });
     }
     if (key == "outputs") {
       if (have_outputs) return DuplicateKey(d, key);
@@ -1278,7 +1432,19 @@ bool DecodeKserve(Decoder& d, const Signature& signature, const DecodeLimits& li
         if (d.Peek() != '{') return d.Fail(absl::StrCat(where, R"( must be an object {"name"})"));
         std::string name;
         bool have_name = false;
+        bool have_parameters = false;
+        std::optional<bool> binary_data;
         bool member_ok = ForEachMember(d, where.c_str(), [&](const std::string& member) {
+          if (member == "parameters") {
+            std::string what = where + ".parameters";
+            return ReadParameters(d, what, have_parameters, [&](const std::string& parameter) {
+              if (parameter != "binary_data") return d.Skip();
+              bool value;
+              if (!ReadBool(d, what + ".binary_data", value)) return false;
+              binary_data = value;
+              return true;
+            });
+          }
           if (member != "name") return d.Skip();
           if (have_name) return DuplicateKey(d, member);
           have_name = true;
@@ -1294,10 +1460,10 @@ bool DecodeKserve(Decoder& d, const Signature& signature, const DecodeLimits& li
               "requested output ", Quote(name),
               " is not an output of the model (outputs: ", absl::StrJoin(names, ", "), ")"));
         }
-        for (const std::string& seen : request.requested_outputs) {
-          if (seen == name) return true;
+        for (const RequestedOutput& seen : request.requested_outputs) {
+          if (seen.name == name) return true;  // the first mention counts
         }
-        request.requested_outputs.push_back(std::move(name));
+        request.requested_outputs.push_back({std::move(name), binary_data});
         return true;
       });
     }
@@ -1308,7 +1474,14 @@ bool DecodeKserve(Decoder& d, const Signature& signature, const DecodeLimits& li
     return d.Fail(
         R"(the body has no "inputs"; send {"inputs": [{"name", "shape", "datatype", "data"}]})");
   }
-  return FinishInputs(d, inputs, limits, request);
+  if (!FinishInputs(d, inputs, limits, request)) return false;
+  if (binary != nullptr && binary->used != binary->bytes.size()) {
+    return d.Fail(absl::StrCat("the body has ", binary->bytes.size(),
+                               " bytes after the JSON (Inference-Header-Content-Length) but the "
+                               "inputs' binary_data_size add up to ",
+                               binary->used));
+  }
+  return true;
 }
 
 // ---- Encoding ----
@@ -1348,9 +1521,7 @@ void AppendNumber(std::string& out, T value) {
 
 template <typename T>
 T Load(const std::string& bytes, int64_t index) {
-  T value;
-  std::memcpy(&value, bytes.data() + index * sizeof(T), sizeof(T));
-  return value;
+  return LoadAt<T>(bytes.data(), static_cast<size_t>(index));
 }
 
 void AppendElement(std::string& out, const Tensor& t, int64_t index) {
@@ -1434,8 +1605,10 @@ std::string_view DialectName(Dialect dialect) {
   return "native";
 }
 
-absl::StatusOr<InferRequest> DecodeRequest(Dialect dialect, std::string_view body,
-                                           const Signature& signature, const DecodeLimits& limits) {
+namespace {
+
+absl::StatusOr<InferRequest> Decode(Dialect dialect, std::string_view body, BinaryPart* binary,
+                                    const Signature& signature, const DecodeLimits& limits) {
   Decoder d(body, limits);
   InferRequest request;
   request.dialect = dialect;
@@ -1451,7 +1624,7 @@ absl::StatusOr<InferRequest> DecodeRequest(Dialect dialect, std::string_view bod
   } else if (dialect == Dialect::kWatsonMl) {
     ok = DecodeWatsonMl(d, signature, limits, request);
   } else {
-    ok = DecodeKserve(d, signature, limits, request);
+    ok = DecodeKserve(d, signature, limits, binary, request);
   }
   if (ok && !d.AtEnd()) ok = d.JsonFail("unexpected characters after the JSON object");
   if (!ok) {
@@ -1461,10 +1634,30 @@ absl::StatusOr<InferRequest> DecodeRequest(Dialect dialect, std::string_view bod
   return request;
 }
 
+}  // namespace
+
+absl::StatusOr<InferRequest> DecodeRequest(Dialect dialect, std::string_view body,
+                                           const Signature& signature, const DecodeLimits& limits) {
+  return Decode(dialect, body, nullptr, signature, limits);
+}
+
+absl::StatusOr<InferRequest> DecodeKserveBinaryRequest(std::string_view body, size_t json_length,
+                                                       const Signature& signature,
+                                                       const DecodeLimits& limits) {
+  if (json_length > body.size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Inference-Header-Content-Length is ", json_length, " but the body has only ", body.size(),
+        " bytes; it must be the length of the JSON at the start of the body"));
+  }
+  BinaryPart binary{body.substr(json_length)};
+  return Decode(Dialect::kKserveV2, body.substr(0, json_length), &binary, signature, limits);
+}
+
 std::string EncodeResponse(const InferRequest& request, const std::vector<Tensor>& outputs,
                            const Signature& signature, std::string_view model_name,
-                           std::string_view version) {
+                           std::string_view version, size_t* json_length) {
   for (const Tensor& t : outputs) CheckTensor(t);
+  std::string binary;  // KServe outputs asked as binary tensor data, after the JSON
   std::string out;
   size_t estimate = 128;
   for (const Tensor& t : outputs) estimate += t.bytes.size() / DTypeSize(t.dtype) * 14;
@@ -1530,10 +1723,13 @@ std::string EncodeResponse(const InferRequest& request, const std::vector<Tensor
       bool first = true;
       for (size_t i = 0; i < outputs.size(); ++i) {
         std::string name = OutputName(signature, i);
+        bool as_binary = request.binary_data_output;
         if (!request.requested_outputs.empty()) {
-          bool wanted = false;
-          for (const std::string& r : request.requested_outputs) wanted = wanted || r == name;
-          if (!wanted) continue;
+          auto wanted =
+              std::find_if(request.requested_outputs.begin(), request.requested_outputs.end(),
+                           [&](const RequestedOutput& r) { return r.name == name; });
+          if (wanted == request.requested_outputs.end()) continue;
+          as_binary = wanted->binary_data.value_or(as_binary);
         }
         if (!first) out += ',';
         first = false;
@@ -1547,6 +1743,13 @@ std::string EncodeResponse(const InferRequest& request, const std::vector<Tensor
         }
         out += "],\"datatype\":\"";
         out += KserveDatatype(t.dtype);
+        if (as_binary) {
+          out += "\",\"parameters\":{\"binary_data_size\":";
+          AppendNumber(out, t.bytes.size());
+          out += "}}";
+          binary += t.bytes;
+          continue;
+        }
         out += "\",\"data\":[";
         int64_t n = NumElements(t.shape);
         for (int64_t k = 0; k < n; ++k) {
@@ -1559,6 +1762,8 @@ std::string EncodeResponse(const InferRequest& request, const std::vector<Tensor
       break;
     }
   }
+  if (json_length != nullptr) *json_length = out.size();
+  out += binary;
   return out;
 }
 

@@ -266,7 +266,7 @@ TEST(KserveDecodeTest, FlatAndNestedDataWithIdAndOutputs) {
   ASSERT_TRUE(request.ok()) << request.status();
   EXPECT_EQ(request->id, "req-\xc3\xa9\xf0\x9f\x98\x80");
   EXPECT_EQ(request->batch, 2);
-  EXPECT_THAT(request->requested_outputs, ElementsAre("z"));
+  EXPECT_THAT(request->requested_outputs, ElementsAre(RequestedOutput{"z", std::nullopt}));
   EXPECT_THAT(Values<float>(request->inputs[0]), ElementsAre(1, 2, 3, 4));
   EXPECT_THAT(Values<int64_t>(request->inputs[1]), ElementsAre(5, 6));
 }
@@ -592,6 +592,178 @@ TEST(MalformedDecodeTest, DeepNestingIsRefusedWithoutRecursingAway) {
               HasSubstr("values nested too deeply"));
 }
 
+// ---- KServe binary tensor data ----
+
+// A KServe binary request: the JSON, then the raw bytes of each binary input in order.
+struct BinaryBody {
+  std::string body;
+  size_t json_length;
+};
+
+template <typename T>
+std::string Raw(const std::vector<T>& values) {
+  return std::string(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(T));
+}
+
+BinaryBody MakeBinary(const std::string& json, const std::string& data) {
+  return {json + data, json.size()};
+}
+
+std::string BinaryError(const BinaryBody& b, const Signature& signature) {
+  auto request = DecodeKserveBinaryRequest(b.body, b.json_length, signature);
+  EXPECT_FALSE(request.ok());
+  return std::string(request.status().message());
+}
+
+TEST(KserveBinaryTest, InputsTakeTheirBytesInOrderBesideJsonData) {
+  Signature signature = MakeSignature(kTwoInputSignature);
+  // "a" is JSON, "b" binary; then both binary with "b" listed first.
+  BinaryBody mixed = MakeBinary(
+      R"({"inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32", "data": [1, 2, 3, 4]},
+         {"name": "b", "shape": [2], "datatype": "INT64",
+          "parameters": {"binary_data_size": 16}}],
+        "parameters": {"binary_data_output": true},
+        "outputs": [{"name": "y", "parameters": {"binary_data": false}}, {"name": "z"}]})",
+      Raw<int64_t>({-5, 1LL << 40}));
+  auto request = DecodeKserveBinaryRequest(mixed.body, mixed.json_length, signature);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->batch, 2);
+  EXPECT_THAT(Values<float>(request->inputs[0]), ElementsAre(1, 2, 3, 4));
+  EXPECT_THAT(Values<int64_t>(request->inputs[1]), ElementsAre(-5, 1LL << 40));
+  EXPECT_TRUE(request->binary_data_output);
+  EXPECT_THAT(request->requested_outputs,
+              ElementsAre(RequestedOutput{"y", false}, RequestedOutput{"z", std::nullopt}));
+
+  BinaryBody both = MakeBinary(
+      R"({"inputs": [{"name": "b", "shape": [1], "datatype": "INT64",
+                      "parameters": {"binary_data_size": 8}},
+                     {"name": "a", "shape": [1, 2], "datatype": "FP32",
+                      "parameters": {"binary_data_size": 8}}]})",
+      Raw<int64_t>({7}) + Raw<float>({0.25f, -1.5f}));
+  request = DecodeKserveBinaryRequest(both.body, both.json_length, signature);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_THAT(Values<float>(request->inputs[0]), ElementsAre(0.25f, -1.5f));
+  EXPECT_THAT(Values<int64_t>(request->inputs[1]), ElementsAre(7));
+  EXPECT_FALSE(request->binary_data_output);
+
+  // A whole-JSON body under the header decodes as DecodeRequest would.
+  std::string json = R"({"inputs": [{"name": "a", "shape": [1, 2], "data": [1, 2]},
+                                    {"name": "b", "shape": [1], "data": [3]}]})";
+  request = DecodeKserveBinaryRequest(json, json.size(), signature);
+  ASSERT_TRUE(request.ok()) << request.status();
+  EXPECT_EQ(request->batch, 1);
+}
+
+TEST(KserveBinaryTest, RefusesSizesAndBytesThatDoNotAddUp) {
+  Signature signature = MakeSignature(kTwoInputSignature);
+  auto one_input = [](const std::string& parameters, const std::string& extra = "") {
+    return absl::StrCat(R"({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", )",
+                        parameters, R"(}, {"name": "b", "shape": [1], "data": [1]}]})", extra);
+  };
+  const std::string eight = Raw<float>({1.f, 2.f});
+  EXPECT_EQ(BinaryError(
+                MakeBinary(one_input(R"("parameters": {"binary_data_size": 12})"), eight + "1234"),
+                signature),
+            "input \"a\": binary_data_size is 12 bytes, but shape [1,2] of FP32 needs 8 (4 "
+            "per value); expected a: float32[2], b: int64[]");
+  EXPECT_THAT(BinaryError(MakeBinary(one_input(R"("parameters": {"binary_data_size": 8})"),
+                                     eight.substr(0, 5)),
+                          signature),
+              HasSubstr("binary_data_size is 8 bytes but only 5 bytes of binary data are left"));
+  EXPECT_THAT(
+      BinaryError(MakeBinary(one_input(R"("parameters": {"binary_data_size": 8})"), eight + "xx"),
+                  signature),
+      HasSubstr("the body has 10 bytes after the JSON (Inference-Header-Content-Length) "
+                "but the inputs' binary_data_size add up to 8"));
+  EXPECT_THAT(BinaryError(MakeBinary(one_input(R"("data": [1, 2])"), "junk"), signature),
+              HasSubstr("4 bytes after the JSON"));
+  EXPECT_THAT(BinaryError(MakeBinary(one_input(R"("data": [1, 2],
+                                                  "parameters": {"binary_data_size": 8})"),
+                                     eight),
+                          signature),
+              HasSubstr("has both \"data\" and parameters.binary_data_size"));
+  EXPECT_THAT(BinaryError(MakeBinary(one_input(R"("parameters": {"binary_data_size": -8})"), eight),
+                          signature),
+              HasSubstr("binary_data_size must be a non-negative integer"));
+  EXPECT_THAT(
+      BinaryError(MakeBinary(one_input(R"("parameters": {"binary_data_size": "8"})"), eight),
+                  signature),
+      HasSubstr("binary_data_size must be a non-negative integer"));
+  EXPECT_THAT(BinaryError(MakeBinary(one_input(R"("parameters": {"binary_data_size": 8})"),
+                                     Raw<float>({1.f, std::nanf("")})),
+                          signature),
+              HasSubstr("input \"a\": binary element 1 is NaN or infinite"));
+  EXPECT_THAT(BinaryError(MakeBinary(one_input(R"("parameters": [])"), eight), signature),
+              HasSubstr("inputs[0].parameters must be an object"));
+  EXPECT_THAT(
+      BinaryError(MakeBinary(one_input(R"("parameters": {"binary_data_size": 8})", " x"), eight),
+                  signature),
+      HasSubstr("unexpected characters after the JSON"));
+  // The header's length past the body, or cutting the JSON short.
+  std::string json = one_input(R"("parameters": {"binary_data_size": 8})") + eight;
+  auto past = DecodeKserveBinaryRequest(json, json.size() + 1, signature);
+  EXPECT_THAT(std::string(past.status().message()),
+              HasSubstr("Inference-Header-Content-Length is " + std::to_string(json.size() + 1)));
+  auto short_json = DecodeKserveBinaryRequest(json, 20, signature);
+  EXPECT_EQ(short_json.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(
+      BinaryError(MakeBinary(R"({"inputs": [], "parameters": {"binary_data_output": 1}})", ""),
+                  signature),
+      HasSubstr("parameters.binary_data_output must be true or false"));
+}
+
+TEST(KserveBinaryTest, BoolBytesMustBeZeroOrOneAndJsonBodiesNeedTheHeader) {
+  Signature signature = MakeSignature(R"({
+    "inputs": [{"name": "mask", "dtype": "bool", "shape": [3]}],
+    "outputs": [{"name": "y", "dtype": "float32", "shape": [1]}]})");
+  const std::string json =
+      R"({"inputs": [{"name": "mask", "shape": [1, 3], "datatype": "BOOL",
+                      "parameters": {"binary_data_size": 3}}]})";
+  auto ok = DecodeKserveBinaryRequest(json + std::string("\1\0\1", 3), json.size(), signature);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_THAT(Values<uint8_t>(ok->inputs[0]), ElementsAre(1, 0, 1));
+  EXPECT_THAT(BinaryError(MakeBinary(json, std::string("\1\2\1", 3)), signature),
+              HasSubstr("binary element 1 is the byte 2; a BOOL element is one byte, 0 or 1"));
+  // Without the header a binary_data_size has no bytes to name.
+  EXPECT_THAT(DecodeError(Dialect::kKserveV2, json, signature),
+              HasSubstr("parameters.binary_data_size is set but the request has no "
+                        "Inference-Header-Content-Length header"));
+}
+
+TEST(KserveBinaryTest, EncodesAskedOutputsAfterTheJson) {
+  Signature signature = MakeSignature(kTwoInputSignature);
+  InferRequest request;
+  request.dialect = Dialect::kKserveV2;
+  request.batch = 2;
+  Tensor y = MakeTensor<float>(DType::kFloat32, {2, 1}, {0.5f, 1.5f});
+  Tensor z = MakeTensor<int32_t>(DType::kInt32, {2, 2}, {1, 2, 3, 4});
+  // All binary (what tritonclient asks when it names no outputs).
+  request.binary_data_output = true;
+  size_t json_length = 0;
+  std::string body = EncodeResponse(request, {y, z}, signature, "m", "2", &json_length);
+  std::string json =
+      R"({"model_name":"m","model_version":"2","outputs":[)"
+      R"({"name":"y","shape":[2,1],"datatype":"FP32","parameters":{"binary_data_size":8}},)"
+      R"({"name":"z","shape":[2,2],"datatype":"INT32","parameters":{"binary_data_size":16}}]})";
+  EXPECT_EQ(json_length, json.size());
+  EXPECT_EQ(body, json + y.bytes + z.bytes);
+  // Per output: z binary, y JSON, listed z first (the response keeps the model's order).
+  request.binary_data_output = false;
+  request.requested_outputs = {{"z", true}, {"y", std::nullopt}};
+  body = EncodeResponse(request, {y, z}, signature, "m", "2", &json_length);
+  json = R"({"model_name":"m","model_version":"2","outputs":[)"
+         R"({"name":"y","shape":[2,1],"datatype":"FP32","data":[0.5,1.5]},)"
+         R"({"name":"z","shape":[2,2],"datatype":"INT32","parameters":{"binary_data_size":16}}]})";
+  EXPECT_EQ(json_length, json.size());
+  EXPECT_EQ(body, json + z.bytes);
+  // Nothing binary: the JSON is the whole body.
+  request.requested_outputs = {{"y", false}};
+  request.binary_data_output = true;
+  body = EncodeResponse(request, {y, z}, signature, "m", "2", &json_length);
+  EXPECT_EQ(json_length, body.size());
+  EXPECT_THAT(body, HasSubstr(R"("data":[0.5,1.5])"));
+}
+
 // ---- Encoding ----
 
 TEST(EncodeTest, WatsonMlOneOutputShortestFloats) {
@@ -637,7 +809,7 @@ TEST(EncodeTest, KserveFiltersOutputsAndEchoesTheId) {
   request.dialect = Dialect::kKserveV2;
   request.batch = 2;
   request.id = "r1";
-  request.requested_outputs = {"z"};
+  request.requested_outputs = {{"z", std::nullopt}};
   Tensor y = MakeTensor<float>(DType::kFloat32, {2, 1}, {0.5f, 1.5f});
   Tensor z = MakeTensor<int32_t>(DType::kInt32, {2, 2}, {1, 2, 3, 4});
   EXPECT_EQ(EncodeResponse(request, {y, z}, signature, "m", "2"),

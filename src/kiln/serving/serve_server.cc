@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "kiln/base/json.h"
 #include "kiln/net/bundle.h"
@@ -188,13 +189,35 @@ std::optional<ServeServer::Prepared> ServeServer::Prepare(
               start);
     return std::nullopt;
   }
-  absl::StatusOr<InferRequest> decoded =
-      DecodeRequest(dialect, request.body, options_.signature, options_.limits);
+  absl::StatusOr<InferRequest> decoded = Decode(dialect, request);
   if (!decoded.ok()) {
     SendError(dialect, responder, decoded.status(), start);
     return std::nullopt;
   }
   return Prepared{dialect, *std::move(decoded), std::move(responder), start};
+}
+
+absl::StatusOr<InferRequest> ServeServer::Decode(Dialect dialect,
+                                                 const net::HttpRequest& request) const {
+  const std::string json_length = request.Header(kInferenceHeaderContentLength);
+  if (json_length.empty()) {
+    return DecodeRequest(dialect, request.body, options_.signature, options_.limits);
+  }
+  if (dialect != Dialect::kKserveV2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(kInferenceHeaderContentLength),
+                     " (KServe's binary tensor data) is for /v2/models/{name}/infer only; "
+                     "send this request as JSON without it"));
+  }
+  size_t length = 0;
+  if (!absl::SimpleAtoi(json_length, &length)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(std::string(kInferenceHeaderContentLength),
+                     " must be the length in bytes of the JSON at the "
+                     "start of the body, not \"",
+                     json_length.substr(0, 40), "\""));
+  }
+  return DecodeKserveBinaryRequest(request.body, length, options_.signature, options_.limits);
 }
 
 void ServeServer::Enqueue(std::vector<Prepared>& prepared) {
@@ -212,8 +235,14 @@ void ServeServer::Enqueue(std::vector<Prepared>& prepared) {
         return;
       }
       net::HttpResponse response;
+      size_t json_length = 0;
       response.body = EncodeResponse(infer, *outputs, options_.signature, options_.model_name,
-                                     options_.version);
+                                     options_.version, &json_length);
+      if (json_length != response.body.size()) {  // binary tensor data follows the JSON
+        response.content_type = "application/octet-stream";
+        response.headers.emplace_back(std::string(kInferenceHeaderContentLength),
+                                      std::to_string(json_length));
+      }
       responder.Send(std::move(response));
       Count(dialect, 200, start);
     };
@@ -315,6 +344,7 @@ void ServeServer::PredictBundle(net::HttpRequest& request, net::Responder respon
     }
     if (!secret.empty()) sub.headers.emplace_back(std::string(kSecretHeader), secret);
     sub.headers.emplace_back("content-type", std::move(item.content_type));
+    for (auto& header : item.headers) sub.headers.push_back(std::move(header));
     sub.body = std::move(item.body);
     std::optional<Prepared> p =
         Prepare(dialect_of_pattern_.at(route->pattern), sub, std::move(slot), start);
@@ -402,7 +432,7 @@ net::Router ServeServer::BuildRouter() {
     }
     res.Send(Json(200, {{"name", "kiln-serve"},
                         {"version", "1"},
-                        {"extensions", base::Json::array()},
+                        {"extensions", base::Json::array({"binary_tensor_data"})},
                         {"model", options_.model_name}}));
   });
   router.Add("GET", "/metrics", [this](net::HttpRequest&, net::Responder res) {

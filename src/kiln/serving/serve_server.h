@@ -79,6 +79,9 @@ class ServeServer {
   std::optional<Prepared> Prepare(Dialect dialect, net::HttpRequest& request,
                                   net::Responder responder,
                                   std::chrono::steady_clock::time_point start);
+  // The request's body in `dialect`: JSON, or for KServe with an
+  // Inference-Header-Content-Length header, JSON followed by binary tensor data.
+  absl::StatusOr<InferRequest> Decode(Dialect dialect, const net::HttpRequest& request) const;
   // Queues them all at once; the batch workers encode and send each reply.
   void Enqueue(std::vector<Prepared>& prepared);
   // POST /kiln/v1/bundle (net/bundle.h): the master's bundle of predictions, each routed

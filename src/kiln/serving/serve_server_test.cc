@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "kiln/base/json.h"
 #include "kiln/net/bundle.h"
 #include "kiln/net/http_client.h"
@@ -219,6 +220,69 @@ TEST_F(ServeServerTest, ConcurrentRequestsShareOneForward) {
   }
 }
 
+// KServe's binary tensor data extension, as tritonclient sends it by default: the JSON's
+// length in Inference-Header-Content-Length, the tensors' raw bytes after it.
+TEST_F(ServeServerTest, KserveBinaryTensorDataBothWaysAloneAndInABundle) {
+  Start();
+  EXPECT_EQ(Body(Get("/v2"))["extensions"], base::Json::parse(R"(["binary_tensor_data"])"));
+  const std::string json =
+      R"({"inputs": [{"name": "x", "shape": [2, 3], "datatype": "FP32",
+          "parameters": {"binary_data_size": 24}}], "parameters": {"binary_data_output": true}})";
+  const float x[6] = {1, 2, 3, 0.5f, 0, -1};
+  const std::string request = json + std::string(reinterpret_cast<const char*>(x), sizeof(x));
+  client_->SetDefaultHeader("Inference-Header-Content-Length", std::to_string(json.size()));
+  net::HttpResponse r = Post("/v2/models/doubler/infer", request);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.Header("content-type"), "application/octet-stream");
+  size_t json_length = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(r.Header("Inference-Header-Content-Length"), &json_length));
+  ASSERT_EQ(r.body.size(), json_length + 24);
+  base::Json head = base::Json::parse(r.body.substr(0, json_length));
+  EXPECT_EQ(head["outputs"][0]["parameters"]["binary_data_size"], 24);
+  EXPECT_EQ(head["outputs"][0]["shape"], base::Json::parse("[2,3]"));
+  float y[6];
+  std::memcpy(y, r.body.data() + json_length, sizeof(y));
+  EXPECT_THAT(y, ElementsAre(2, 4, 6, 1, 0, -2));
+  const std::string direct = r.body;
+
+  // Bad input is still a 400 that says what is wrong.
+  r = Post("/v2/models/doubler/infer", request.substr(0, request.size() - 4));
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(Body(r)["error"].get<std::string>(),
+              HasSubstr("binary_data_size is 24 bytes but only 20 bytes"));
+  client_->SetDefaultHeader("Inference-Header-Content-Length", "lots");
+  r = Post("/v2/models/doubler/infer", request);
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(Body(r)["error"].get<std::string>(),
+              HasSubstr("must be the length in bytes of the JSON"));
+  client_->SetDefaultHeader("Inference-Header-Content-Length", "2");
+  r = Post("/api/v1/predict", R"({"inputs": [[1, 2, 3]]})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_THAT(Body(r)["error"]["message"].get<std::string>(),
+              HasSubstr("is for /v2/models/{name}/infer only"));
+
+  // In a bundle the header travels inside the item, both ways.
+  client_->SetDefaultHeader("Inference-Header-Content-Length", "");
+  std::string bundle;
+  net::AppendBundledRequest(bundle, "/v2/models/doubler/infer", "application/octet-stream",
+                            {{"inference-header-content-length", std::to_string(json.size())}},
+                            request);
+  net::AppendBundledRequest(bundle, "/v2/models/doubler/infer", "application/json", {},
+                            R"({"inputs": [{"name": "x", "shape": [1, 3], "data": [1, 1, 1]}]})");
+  auto b = client_->Request("POST", "/kiln/v1/bundle", bundle, net::kBundleContentType);
+  KILN_CHECK_OK(b.status());
+  ASSERT_EQ(b->status, 200) << b->body;
+  auto answers = net::DecodeBundleResponse(b->body, 2);
+  ASSERT_TRUE(answers.ok()) << answers.status();
+  const net::HttpResponse& binary = (*answers)[0];
+  ASSERT_EQ(binary.status, 200) << binary.body;
+  EXPECT_EQ(binary.body, direct);
+  EXPECT_EQ(binary.content_type, "application/octet-stream");
+  EXPECT_EQ(binary.Header("Inference-Header-Content-Length"), std::to_string(json_length));
+  EXPECT_EQ((*answers)[1].Header("Inference-Header-Content-Length"), "");
+  EXPECT_EQ(Body((*answers)[1])["outputs"][0]["data"], base::Json::parse("[2,2,2]"));
+}
+
 // A bundle from the master: each request routed as if alone, the good ones queued together
 // (one forward), every answer back in order in one bundle.
 TEST_F(ServeServerTest, ABundleIsAnsweredPerRequestInOrderWithOneForward) {
@@ -226,16 +290,16 @@ TEST_F(ServeServerTest, ABundleIsAnsweredPerRequestInOrderWithOneForward) {
   options.secret = "s3cret";
   Start(options);
   std::string bundle;
-  net::AppendBundledRequest(bundle, "/api/v1/predict", "application/json",
+  net::AppendBundledRequest(bundle, "/api/v1/predict", "application/json", {},
                             R"({"inputs": [[1, 2, 3]]})");
   net::AppendBundledRequest(bundle, "/ml/v4/deployments/7/predictions?version=2020-08-01",
-                            "application/json",
+                            "application/json", {},
                             R"({"input_data": [{"values": [[1, 1, 1], [2, 2, 2]]}]})");
-  net::AppendBundledRequest(bundle, "/v2/models/tripler/infer", "application/json", "{}");
-  net::AppendBundledRequest(bundle, "/api/v1/predict", "application/json",
+  net::AppendBundledRequest(bundle, "/v2/models/tripler/infer", "application/json", {}, "{}");
+  net::AppendBundledRequest(bundle, "/api/v1/predict", "application/json", {},
                             R"({"inputs": [[1, 2]]})");
-  net::AppendBundledRequest(bundle, "/api/v1/jobs", "application/json", "{}");
-  net::AppendBundledRequest(bundle, "/v2/models/doubler/versions/3/infer", "application/json",
+  net::AppendBundledRequest(bundle, "/api/v1/jobs", "application/json", {}, "{}");
+  net::AppendBundledRequest(bundle, "/v2/models/doubler/versions/3/infer", "application/json", {},
                             R"({"inputs": [{"name": "x", "shape": [1, 3], "datatype": "FP32",
                                 "data": [0, 0, 5]}]})");
   // Without the secret the whole bundle is refused.
