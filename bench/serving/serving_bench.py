@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -398,15 +399,16 @@ class Bench:
             self.rows.append(row)
             print("  " + format_row(row), flush=True)
 
-    def run_kiln_serve(self, model: str, batching: bool) -> None:
+    def start_kiln_serve(self, model: str, side: str,
+                         max_batch: int) -> Optional[tuple[ServerProcess, int]]:
+        """A standalone kiln-serve for `model` (no master, no secret) and its port, or
+        None when it is not built (said why)."""
         binary = os.path.join(self.opts.build_dir, "bin", "kiln-serve")
         if not os.access(binary, os.X_OK):
             print(f"  skipped kiln-serve: {binary} is not built "
                   f"(cmake --build {self.opts.build_dir} --target kiln-serve)")
-            return
-        side = "kiln-serve" if batching else "kiln-serve nobatch"
+            return None
         port = free_port()
-        max_batch = self.opts.max_batch_size if batching else 1
         command = [binary, "--model", os.path.join(self.model_dir(model), "model.pt"),
                    "--signature", os.path.join(self.model_dir(model), "signature.json"),
                    "--name", f"bench-{model}", "--port", str(port),
@@ -417,7 +419,15 @@ class Bench:
         for key in ("KILN_MASTER", "KILN_TOKEN", "KILN_JOB_ID", "KILN_DEPLOYMENT_ID",
                     "KILN_SERVE_SECRET"):
             env.pop(key, None)  # standalone: no agent callbacks, no secret
-        server = ServerProcess(f"{side.replace(' ', '-')}-{model}", command, env, self.work)
+        return ServerProcess(f"{side.replace(' ', '-')}-{model}", command, env, self.work), port
+
+    def run_kiln_serve(self, model: str, batching: bool) -> None:
+        side = "kiln-serve" if batching else "kiln-serve nobatch"
+        started = self.start_kiln_serve(model, side,
+                                        self.opts.max_batch_size if batching else 1)
+        if started is None:
+            return
+        server, port = started
         try:
             url = f"http://127.0.0.1:{port}" + WML_ROUTE.format(id=f"bench-{model}")
             self.check_answer(side, model, self.wait_answering(url, server))
@@ -458,11 +468,16 @@ class Bench:
         finally:
             server.stop()
 
-    def run_master(self, model: str) -> None:
+    @contextlib.contextmanager
+    def deployed(self, model: str):
+        """A real kilnd with the model registered and deployed (1 replica on all slots);
+        yields (kilnd URL, deployment, CPU roots [kilnd, replica...], auth headers,
+        replica metrics URL), or None when it cannot be had (said why). Stops it all."""
         missing = [b for b in ("kilnd", "kiln-agent", "kiln-shim", "kiln-serve")
                    if not os.access(os.path.join(self.opts.build_dir, "bin", b), os.X_OK)]
         if missing:
             print(f"  skipped master: {', '.join(missing)} not built in {self.opts.build_dir}")
+            yield None
             return
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(HERE)), "python"))
         import kiln  # noqa: E402 - the repository's client, standard library only
@@ -497,15 +512,9 @@ class Bench:
                 deployment = client.wait_deployment(deployment["id"], timeout=DEPLOY_TIMEOUT_S)
             except (kiln.KilnError, TimeoutError) as e:
                 print(f"  skipped master: the deployment did not become READY ({e})")
+                yield None
                 return
             auth = "Basic " + base64.b64encode(f"admin:{ADMIN_PASSWORD}".encode()).decode()
-            headers = {"Authorization": auth}
-            url = kilnd.url.rstrip("/") + WML_ROUTE.format(id=deployment["id"])
-            try:
-                self.check_answer("master", model, self.wait_answering(url, None, headers))
-            except SystemExit as e:
-                print(f"  skipped master: its Watson ML route did not answer: {e}")
-                return
             # kilnd (with its local agent and the shims) first, then the replica: its CPU
             # counts for the replica, not for kilnd, although its shim runs under kilnd.
             port = urllib.parse.urlsplit(kilnd.url).port
@@ -518,7 +527,7 @@ class Bench:
                         os.sched_setaffinity(int(tid), bench_cores)
             replica = (deployment.get("replicas") or [{}])[0].get("address", "")
             metrics_url = f"http://{replica}/metrics" if replica else None
-            self.measure("master", model, url, roots, headers, metrics_url)
+            yield kilnd.url.rstrip("/"), deployment, roots, {"Authorization": auth}, metrics_url
             try:
                 client.delete_deployment(deployment["id"])
             except kiln.KilnError as e:
@@ -527,6 +536,19 @@ class Bench:
             port = urllib.parse.urlsplit(kilnd.url).port
             kilnd.__exit__(None, None, None)
             stop_replicas_of(port)
+
+    def run_master(self, model: str) -> None:
+        with self.deployed(model) as master:
+            if master is None:
+                return
+            base, deployment, roots, headers, metrics_url = master
+            url = base + WML_ROUTE.format(id=deployment["id"])
+            try:
+                self.check_answer("master", model, self.wait_answering(url, None, headers))
+            except SystemExit as e:
+                print(f"  skipped master: its Watson ML route did not answer: {e}")
+                return
+            self.measure("master", model, url, roots, headers, metrics_url)
 
     # ---- report -------------------------------------------------------------------------
 

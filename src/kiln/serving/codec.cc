@@ -1220,6 +1220,92 @@ bool ReadBinaryData(Decoder& d, const std::string& context, DType dtype, int64_t
   return true;
 }
 
+// What an input's "name", "shape" and "datatype" settle before its values are read.
+struct KserveTarget {
+  InputAccumulator* input = nullptr;
+  std::string context;  // "input \"x\": "
+  int64_t batch = 0;
+  std::vector<int64_t> sample_shape;
+  std::vector<int64_t> shape;  // as given, with the batch (or the one sample's)
+  int64_t total = 0;           // values
+};
+
+// Checks the input's name, datatype and shape against the signature and the limits.
+bool ResolveKserveInput(Decoder& d, const Signature& signature,
+                        std::vector<InputAccumulator>& inputs, const DecodeLimits& limits,
+                        const std::string& name, const std::string* datatype,
+                        const std::vector<int64_t>* shape, KserveTarget& target) {
+  int index = FindInput(signature, name);
+  if (index < 0) return UnknownInput(d, signature, name);
+  InputAccumulator& input = inputs[index];
+  const TensorSpec& spec = input.spec();
+  std::string context = absl::StrCat("input ", Quote(name), ": ");
+  if (input.seen()) return d.Fail(absl::StrCat(context, "given twice in \"inputs\""));
+  if (datatype != nullptr) {
+    std::optional<DType> dtype = ParseDType(*datatype);
+    if (!dtype || *dtype != spec.dtype) {
+      return d.Fail(absl::StrCat(context, "datatype ", Quote(*datatype, kMaxQuoted),
+                                 " does not match the model's ",
+                                 std::string(KserveDatatype(spec.dtype))));
+    }
+  }
+  std::vector<int64_t> batch_shape = {-1};
+  batch_shape.insert(batch_shape.end(), spec.shape.begin(), spec.shape.end());
+  if (shape == nullptr) {
+    return d.Fail(absl::StrCat(context, "no \"shape\"; give ", DescribeShape(batch_shape),
+                               " with the batch size first"));
+  }
+  int64_t batch;
+  std::vector<int64_t> sample_shape;
+  if (shape->size() == spec.shape.size() + 1) {
+    batch = (*shape)[0];
+    sample_shape.assign(shape->begin() + 1, shape->end());
+  } else if (shape->size() == spec.shape.size()) {
+    batch = 1;  // one sample, its batch dimension left out
+    sample_shape = *shape;
+  } else {
+    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(*shape), " has ", shape->size(),
+                               " dimensions, expected ", batch_shape.size(), " (",
+                               DescribeShape(batch_shape), ", the batch size first)"));
+  }
+  if (!ShapeMatches(spec.shape, sample_shape)) {
+    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(*shape),
+                               " does not fit the per-sample shape ", DescribeShape(spec.shape),
+                               " (send ", DescribeShape(batch_shape), ")"));
+  }
+  std::optional<int64_t> total = CheckedProduct(*shape);
+  if (!total || static_cast<uint64_t>(*total) > limits.max_elements) {
+    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(*shape), " has more than ",
+                               limits.max_elements, " values, the limit"));
+  }
+  if (batch > limits.max_batch) {
+    return d.Fail(absl::StrCat(context, "batch of ", batch, " samples is more than the limit of ",
+                               limits.max_batch));
+  }
+  target = {&input, std::move(context), batch, std::move(sample_shape), *shape, *total};
+  return true;
+}
+
+// Reads an input's "data" (the scanner at its value) into `sink`: `target.total` values,
+// flat or nested exactly as "shape" says.
+bool ReadKserveData(Decoder& d, const KserveTarget& target, ByteSink& sink) {
+  const DType dtype = target.input->spec().dtype;
+  sink.Reserve(static_cast<size_t>(target.total) * DTypeSize(dtype));
+  ArrayReader reader(d, sink);
+  if (!ReadValue(reader, dtype)) return d.AddContext(target.context + "\"data\": ");
+  std::vector<int64_t> dims = reader.dims();
+  if (static_cast<int64_t>(reader.count()) != target.total) {
+    return d.Fail(absl::StrCat(target.context, "shape ", DescribeShape(target.shape), " needs ",
+                               target.total, " values, \"data\" has ", reader.count()));
+  }
+  if (dims.size() > 1 && dims != target.shape) {
+    return d.Fail(absl::StrCat(target.context, "\"data\" is nested as ", DescribeShape(dims),
+                               " but \"shape\" is ", DescribeShape(target.shape),
+                               "; nest it the same way or send it flat"));
+  }
+  return true;
+}
+
 bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAccumulator>& inputs,
                      const DecodeLimits& limits, BinaryPart* binary, size_t i) {
   std::string where = absl::StrCat("inputs[", i, "]");
@@ -1233,10 +1319,15 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   bool have_name = false;
   bool have_datatype = false;
   bool have_shape = false;
-  const char* data_begin = nullptr;
-  const char* data_end = nullptr;
+  bool have_data = false;
   bool have_parameters = false;
   std::optional<int64_t> binary_size;
+  // "data" after "name" and "shape" (the usual order, tritonclient's too) is read where it
+  // is, once the input is resolved; otherwise its span is kept and read at the end.
+  std::optional<KserveTarget> target;
+  ByteSink values;
+  const char* data_begin = nullptr;
+  const char* data_end = nullptr;
   bool ok = ForEachMember(d, where.c_str(), [&](const std::string& key) {
     if (key == "name" || key == "datatype") {
       bool& have = key == "name" ? have_name : have_datatype;
@@ -1251,7 +1342,16 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
       return ReadShape(d, where + ".shape", shape);
     }
     if (key == "data") {
-      if (data_begin != nullptr) return DuplicateKey(d, key);
+      if (have_data) return DuplicateKey(d, key);
+      have_data = true;
+      if (have_name && have_shape) {
+        target.emplace();
+        if (!ResolveKserveInput(d, signature, inputs, limits, name,
+                                have_datatype ? &datatype : nullptr, &shape, *target)) {
+          return false;
+        }
+        return ReadKserveData(d, *target, values);
+      }
       data_begin = d.position();
       if (!d.Skip()) return false;
       data_end = d.position();
@@ -1274,32 +1374,19 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   });
   if (!ok) return false;
   if (!have_name) return d.Fail(absl::StrCat(where, " has no \"name\""));
-  int index = FindInput(signature, name);
-  if (index < 0) return UnknownInput(d, signature, name);
-  InputAccumulator& input = inputs[index];
-  const TensorSpec& spec = input.spec();
-  std::string context = absl::StrCat("input ", Quote(name), ": ");
-  if (input.seen()) return d.Fail(absl::StrCat(context, "given twice in \"inputs\""));
-  if (have_datatype) {
-    std::optional<DType> dtype = ParseDType(datatype);
-    if (!dtype || *dtype != spec.dtype) {
-      return d.Fail(absl::StrCat(context, "datatype ", Quote(datatype, kMaxQuoted),
-                                 " does not match the model's ",
-                                 std::string(KserveDatatype(spec.dtype))));
-    }
+  // Resolved again when "data" came first, or to check a "datatype" given after it.
+  KserveTarget resolved;
+  if (!ResolveKserveInput(d, signature, inputs, limits, name, have_datatype ? &datatype : nullptr,
+                          have_shape ? &shape : nullptr, resolved)) {
+    return false;
   }
-  std::vector<int64_t> batch_shape = {-1};
-  batch_shape.insert(batch_shape.end(), spec.shape.begin(), spec.shape.end());
-  if (!have_shape) {
-    return d.Fail(absl::StrCat(context, "no \"shape\"; give ", DescribeShape(batch_shape),
-                               " with the batch size first"));
-  }
-  if (data_begin != nullptr && binary_size) {
+  const std::string& context = resolved.context;
+  if (have_data && binary_size) {
     return d.Fail(absl::StrCat(context,
                                "has both \"data\" and parameters.binary_data_size; "
                                "send its values one way"));
   }
-  if (data_begin == nullptr && !binary_size) {
+  if (!have_data && !binary_size) {
     return d.Fail(absl::StrCat(context,
                                "no \"data\" (or parameters.binary_data_size with "
                                "the values after the JSON)"));
@@ -1311,72 +1398,30 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
                      "Inference-Header-Content-Length header; send the length of the JSON in it "
                      "and the binary tensor data after the JSON"));
   }
-  int64_t batch;
-  std::vector<int64_t> sample_shape;
-  if (shape.size() == spec.shape.size() + 1) {
-    batch = shape[0];
-    sample_shape.assign(shape.begin() + 1, shape.end());
-  } else if (shape.size() == spec.shape.size()) {
-    batch = 1;  // one sample, its batch dimension left out
-    sample_shape = shape;
-  } else {
-    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(shape), " has ", shape.size(),
-                               " dimensions, expected ", batch_shape.size(), " (",
-                               DescribeShape(batch_shape), ", the batch size first)"));
-  }
-  if (!ShapeMatches(spec.shape, sample_shape)) {
-    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(shape),
-                               " does not fit the per-sample shape ", DescribeShape(spec.shape),
-                               " (send ", DescribeShape(batch_shape), ")"));
-  }
-  std::optional<int64_t> total = CheckedProduct(shape);
-  if (!total || static_cast<uint64_t>(*total) > limits.max_elements) {
-    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(shape), " has more than ",
-                               limits.max_elements, " values, the limit"));
-  }
-  if (batch > limits.max_batch) {
-    return d.Fail(absl::StrCat(context, "batch of ", batch, " samples is more than the limit of ",
-                               limits.max_batch));
-  }
+  const TensorSpec& spec = resolved.input->spec();
   if (binary_size) {
-    const size_t needed = static_cast<size_t>(*total) * DTypeSize(spec.dtype);
+    const size_t needed = static_cast<size_t>(resolved.total) * DTypeSize(spec.dtype);
     if (static_cast<uint64_t>(*binary_size) != needed) {
       return d.Fail(absl::StrCat(context, "binary_data_size is ", *binary_size,
-                                 " bytes, but shape ", DescribeShape(shape), " of ",
+                                 " bytes, but shape ", DescribeShape(resolved.shape), " of ",
                                  std::string(KserveDatatype(spec.dtype)), " needs ", needed, " (",
                                  DTypeSize(spec.dtype), " per value)"));
     }
-    if (!d.CountElements(static_cast<size_t>(*total))) return false;
-    ByteSink sink;
-    if (!ReadBinaryData(d, context, spec.dtype, *total, *binary_size, *binary, sink)) {
+    if (!d.CountElements(static_cast<size_t>(resolved.total))) return false;
+    if (!ReadBinaryData(d, context, spec.dtype, resolved.total, *binary_size, *binary, values)) {
       return false;
     }
-    input.MarkSeen();
-    input.SetBatch(batch, std::move(sample_shape), std::move(sink));
-    return true;
+  } else if (!target) {
+    const char* resume = d.position();
+    const char* end = d.end();
+    d.Seek(data_begin);
+    d.SetEnd(data_end);
+    if (!ReadKserveData(d, resolved, values)) return false;
+    d.SetEnd(end);
+    d.Seek(resume);
   }
-  const char* resume = d.position();
-  const char* end = d.end();
-  d.Seek(data_begin);
-  d.SetEnd(data_end);
-  ByteSink sink;
-  sink.Reserve(static_cast<size_t>(*total) * DTypeSize(spec.dtype));
-  ArrayReader reader(d, sink);
-  if (!ReadValue(reader, spec.dtype)) return d.AddContext(context + "\"data\": ");
-  d.SetEnd(end);
-  d.Seek(resume);
-  std::vector<int64_t> dims = reader.dims();
-  if (static_cast<int64_t>(reader.count()) != *total) {
-    return d.Fail(absl::StrCat(context, "shape ", DescribeShape(shape), " needs ", *total,
-                               " values, \"data\" has ", reader.count()));
-  }
-  if (dims.size() > 1 && dims != shape) {
-    return d.Fail(absl::StrCat(context, "\"data\" is nested as ", DescribeShape(dims),
-                               " but \"shape\" is ", DescribeShape(shape),
-                               "; nest it the same way or send it flat"));
-  }
-  input.MarkSeen();
-  input.SetBatch(batch, std::move(sample_shape), std::move(sink));
+  resolved.input->MarkSeen();
+  resolved.input->SetBatch(resolved.batch, std::move(resolved.sample_shape), std::move(values));
   return true;
 }
 

@@ -168,6 +168,25 @@ void BM_DecodeKserve(benchmark::State& state) {
 }
 BENCHMARK(BM_DecodeKserve);
 
+// The same image as KServe binary tensor data (tritonclient's default): the JSON, then
+// the 3,136 raw bytes.
+void BM_DecodeKserveBinary(benchmark::State& state) {
+  Signature signature = ImageSignature();
+  std::string json =
+      R"({"id": "1", "inputs": [{"name": "image", "shape": [1, 1, 28, 28], "datatype": "FP32", )"
+      R"("parameters": {"binary_data_size": 3136}}]})";
+  std::vector<float> pixels = Pixels(784, 1);
+  std::string body =
+      json + std::string(reinterpret_cast<const char*>(pixels.data()), pixels.size() * 4);
+  for (auto _ : state) {
+    auto request = DecodeKserveBinaryRequest(body, json.size(), signature);
+    if (!request.ok()) state.SkipWithError("decode failed");
+    benchmark::DoNotOptimize(request);
+  }
+  SetBytes(state, body.size());
+}
+BENCHMARK(BM_DecodeKserveBinary);
+
 Tensor Logits(int batch) {
   std::vector<float> values = Pixels(10 * batch, 99);
   for (float& v : values) v = -v * 3;  // log-probabilities

@@ -298,6 +298,13 @@ TEST(KserveDecodeTest, RefusesShapeDataAndDatatypeMismatches) {
               HasSubstr("does not fit the per-sample shape [1,28,28]"));
   EXPECT_THAT(DecodeError(Dialect::kKserveV2, body("[1,1,28,28]", "INT64", 784), signature),
               HasSubstr("datatype \"INT64\" does not match the model's FP32"));
+  // "data" read in place (after "name" and "shape") is still checked against a "datatype"
+  // that comes after it.
+  EXPECT_THAT(DecodeError(Dialect::kKserveV2,
+                          absl::StrCat(R"({"inputs":[{"name":"image","shape":[1,1,28,28],"data":[)",
+                                       Floats(784), R"(],"datatype":"INT32"}]})"),
+                          signature),
+              HasSubstr("datatype \"INT32\" does not match the model's FP32"));
   EXPECT_THAT(DecodeError(Dialect::kKserveV2, body("[1,1,28,-28]", "FP32", 784), signature),
               HasSubstr("inputs[0].shape must hold non-negative integers"));
   EXPECT_THAT(DecodeError(Dialect::kKserveV2, body("[0,1,28,28]", "FP32", 0), signature),
