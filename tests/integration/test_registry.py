@@ -11,6 +11,8 @@ import io
 import json
 import os
 import subprocess
+import tarfile
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -160,6 +162,30 @@ def test_an_uploaded_file_is_registered_and_downloaded_unchanged(master, client,
     assert r.returncode == 0, r.stderr
     assert client.models() == []
 
+    # A .zip or .tar.gz holding the file, as Watson ML's model upload takes it: a file
+    # saved by torch.jit.save alone gets its signature from the signature.json beside it.
+    plain = tmp_path / "plain.pt"
+    torch.jit.save(load(path.read_bytes()), str(plain))
+    zipped = tmp_path / "tiny.zip"
+    with zipfile.ZipFile(zipped, "w") as z:
+        z.write(plain, "out/model/trained_model.pt")
+        z.writestr("out/model/signature.json", json.dumps(TINY_SIGNATURE))
+        z.writestr("out/model/trained_model.onnx", b"not a TorchScript file")
+    version = client.register_model("tiny-zip", file=zipped)
+    assert version["signature"] == TINY_SIGNATURE
+    assert client.model_content("tiny-zip", 1) == plain.read_bytes()
+    packed = tmp_path / "tiny.tar.gz"
+    with tarfile.open(packed, "w:gz") as t:
+        t.add(path, "model.pt")  # kiln.save_model's file: its signature is inside
+    version = client.register_model("tiny-zip", file=packed)
+    assert version["version"] == 2 and version["signature"] == TINY_SIGNATURE
+    assert client.model_content("tiny-zip", 2) == path.read_bytes()
+    with zipfile.ZipFile(tmp_path / "two.zip", "w") as z:
+        z.write(plain, "a.pt")
+        z.write(path, "b.pt")
+    with pytest.raises(kiln.KilnError, match=r"holds 2 TorchScript files \(a.pt, b.pt\)"):
+        client.register_model("tiny-zip", file=tmp_path / "two.zip")
+
 
 def test_bad_registrations_are_refused_naming_the_problem(master, client, tmp_path):
     path = save_tiny(tmp_path / "tiny")
@@ -177,7 +203,8 @@ def test_bad_registrations_are_refused_naming_the_problem(master, client, tmp_pa
     with pytest.raises(kiln.KilnError, match=r"shape"):
         client.register_model("tiny", file=path, signature=ragged)
     (tmp_path / "weights.pt").write_bytes(b"\x80\x02}q\x00.")
-    with pytest.raises(kiln.KilnError, match="is not TorchScript"):
+    with pytest.raises(kiln.KilnError,
+                       match=r"\(weights.pt\): the upload is neither a TorchScript file"):
         client.register_model("tiny", file=tmp_path / "weights.pt", signature=TINY_SIGNATURE)
     torch.save(torch.nn.Linear(4, 2).state_dict(), str(tmp_path / "state.pt"))
     with pytest.raises(kiln.KilnError, match="written by torch.save"):

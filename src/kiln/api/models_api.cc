@@ -11,6 +11,7 @@
 #include "kiln/base/files.h"
 #include "kiln/base/status.h"
 #include "kiln/net/multipart.h"
+#include "kiln/serving/model_file.h"
 
 namespace kiln::api {
 namespace {
@@ -98,15 +99,35 @@ absl::StatusOr<master::RegisterModelRequest> ModelsApi::FromForm(const HttpReque
   }
   KILN_ASSIGN_OR_RETURN(master::RegisterModelRequest request,
                         master::ParseRegisterModelRequest(*body, /*allow_no_source=*/true));
-  std::string name = Basename(file->filename && !file->filename->empty() ? *file->filename : "");
-  if (name.empty() || name == "." || name == "..") name = "model.pt";
-  KILN_RETURN_IF_ERROR(master::CheckTorchScriptFile(name, file->body));
   if (file->body.size() > options_.max_package_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat("the model file is larger than the limit of ",
                                                      options_.max_package_bytes, " bytes"));
   }
+  // The TorchScript file itself, or a .zip/.tar.gz holding one (what Watson ML's model
+  // upload takes too), maybe with its signature.json beside it.
+  absl::StatusOr<serving::UploadedModel> uploaded = serving::ModelFromUpload(file->body);
+  if (!uploaded.ok()) {
+    return absl::Status(uploaded.status().code(),
+                        absl::StrCat("\"file\" (", Basename(file->filename.value_or("")),
+                                     "): ", uploaded.status().message()));
+  }
+  serving::UploadedModel& upload = *uploaded;
+  std::string name = upload.file_name;
+  if (upload.torchscript == file->body && file->filename) {  // a bare file keeps its name
+    std::string given = Basename(*file->filename);
+    if (!given.empty() && given != "." && given != "..") name = given;
+  }
+  if (!request.signature && upload.signature_json) {
+    absl::StatusOr<Json> signature = base::ParseJson(*upload.signature_json);
+    if (!signature.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(upload.signature_source,
+                                                     " is not JSON: ", signature.status().message(),
+                                                     "; or give the signature in \"data\""));
+    }
+    request.signature = *std::move(signature);
+  }
   KILN_ASSIGN_OR_RETURN(store::PackageRecord package,
-                        StorePackage(store_, options_.data_dir, name, std::string(file->body)));
+                        StorePackage(store_, options_.data_dir, name, upload.torchscript));
   request.package_id = package.id;
   return request;
 }
