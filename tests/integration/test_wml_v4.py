@@ -14,6 +14,7 @@ import io
 import json
 import os
 import subprocess
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -40,6 +41,16 @@ with open(os.path.join(os.environ["LOG_DIR"], "evaluation-metrics.txt"), "a") as
                        "loss": {"type": 3, "value": str(1.0 / it)}}}) + "\n")
 print("DATA_DIR", os.environ.get("DATA_DIR"), "cwd", os.path.basename(os.getcwd()))
 '''
+
+
+def tar_gz(name: str, data: bytes) -> bytes:
+    """A .tar.gz holding one file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
 
 
 def code_zip(folder: str = "") -> bytes:
@@ -169,14 +180,16 @@ def test_token_spaces_and_errors(client, wml):
     assert_wml_error(code, body, 404)
 
 
-def test_code_upload_refuses_bad_zips(wml):
+def test_code_upload_refuses_bad_zips_and_downloads_what_it_took(client, wml):
     space_id = new_space(wml)
     code, d = wml("POST", "/ml/v4/model_definitions",
                   {"name": "d", "space_id": space_id, "command": "train_small.py"})
     assert code == 201
     def_id = d["metadata"]["id"]
-    # A training before the code is uploaded says how to upload it.
+    # A training or a download before the code is uploaded says how to upload it.
     code, body = wml("POST", "/ml/v4/trainings", training_body(space_id, def_id, ""))
+    assert_wml_error(code, body, 409, f"PUT /ml/v4/model_definitions/{def_id}/model")
+    code, body = wml("GET", f"/ml/v4/model_definitions/{def_id}/model")
     assert_wml_error(code, body, 409, f"PUT /ml/v4/model_definitions/{def_id}/model")
 
     code, body = wml("PUT", f"/ml/v4/model_definitions/{def_id}/model", raw=b"just text")
@@ -188,6 +201,21 @@ def test_code_upload_refuses_bad_zips(wml):
     assert_wml_error(code, body, 400, '".."')
     code, body = wml("PUT", f"/ml/v4/model_definitions/{def_id}/model", raw=b"")
     assert_wml_error(code, body, 400, "ZIP")
+
+    # client.model_definitions.download: the ZIP back byte for byte (Kiln runs it as a
+    # .tar.gz, converted once at upload), and a .tar.gz upload as it came.
+    zipped = code_zip("src/")
+    code, _ = wml("PUT", f"/ml/v4/model_definitions/{def_id}/model", raw=zipped)
+    assert code == 201
+    assert download(client, wml.token, f"/ml/v4/model_definitions/{def_id}/model") == \
+        (200, zipped)
+    code, d2 = wml("POST", "/ml/v4/model_definitions",
+                   {"name": "d2", "space_id": space_id, "command": "train_small.py"})
+    packed = tar_gz("train_small.py", TRAIN_SCRIPT.encode())
+    code, _ = wml("PUT", f"/ml/v4/model_definitions/{d2['metadata']['id']}/model", raw=packed)
+    assert code == 201
+    assert download(client, wml.token,
+                    f"/ml/v4/model_definitions/{d2['metadata']['id']}/model") == (200, packed)
 
 
 def test_training_runs_and_reports_metrics(wml, tmp_path):
@@ -474,8 +502,6 @@ def test_an_uploaded_model_is_stored_deployed_and_scored(client, wml, tmp_path):
 
 def test_an_uploaded_model_takes_its_signature_from_the_request(client, wml, tmp_path):
     """A plain torch.jit.save file has no signature inside: custom.signature gives it."""
-    import tarfile
-
     import torch
 
     plain = io.BytesIO()
@@ -498,13 +524,8 @@ def test_an_uploaded_model_takes_its_signature_from_the_request(client, wml, tmp
                                                 "custom": {"signature": signature}})
     assert code == 201, model
     # A .tar.gz with the file in a folder works as a ZIP does.
-    tgz = io.BytesIO()
-    with tarfile.open(fileobj=tgz, mode="w:gz") as tar:
-        info = tarfile.TarInfo("out/linear.pt")
-        info.size = len(plain.getvalue())
-        tar.addfile(info, io.BytesIO(plain.getvalue()))
     code, attached = wml("PUT", f"/ml/v4/models/{model['metadata']['id']}/content",
-                         raw=tgz.getvalue())
+                         raw=tar_gz("out/linear.pt", plain.getvalue()))
     assert code == 201, attached
     code, model = wml("GET", f"/ml/v4/models/{model['metadata']['id']}")
     assert model["entity"]["kiln"]["signature"] == signature

@@ -112,6 +112,12 @@ absl::Status NoContentYet(const store::DialectObject& model) {
                    model.id, "/content (client.repository.store_model(\"model.pt\", ...) does)"));
 }
 
+absl::Status NoCodeYet(const store::DialectObject& definition) {
+  return absl::FailedPreconditionError(absl::StrCat(
+      "model_definition ", definition.id, " has no code yet: upload it first with PUT ",
+      kModelDefinitions, "/", definition.id, "/model (the ZIP as the body)"));
+}
+
 }  // namespace
 
 WmlApi::WmlApi(store::Store& store, auth::Authenticator& auth, master::JobController& jobs,
@@ -163,6 +169,7 @@ void WmlApi::Register(net::Router& router) {
   router.Add("GET", "/ml/v4/model_definitions", bind(&WmlApi::ListDefinitions));
   router.Add("GET", "/ml/v4/model_definitions/{id}", bind(&WmlApi::GetDefinition));
   router.Add("DELETE", "/ml/v4/model_definitions/{id}", bind(&WmlApi::DeleteDefinition));
+  router.Add("GET", "/ml/v4/model_definitions/{id}/model", bind(&WmlApi::DownloadDefinitionCode));
   router.Add("PUT", "/ml/v4/model_definitions/{id}/model", bind(&WmlApi::PutDefinitionCode),
              net::RouteOptions{options_.max_package_bytes});
 
@@ -424,12 +431,14 @@ void WmlApi::ListDefinitions(HttpRequest& req, Responder res) {
   SendJson(res, 200, List(req, std::move(out), limit));
 }
 
+absl::StatusOr<store::DialectObject> WmlApi::FindDefinition(const HttpRequest& req) {
+  KILN_ASSIGN_OR_RETURN(auth::Principal who, Caller(req));
+  KILN_RETURN_IF_ERROR(CheckSpace(who, req).status());
+  return Find(who, wml::kModelDefinitionKind, PathParam(req, "id"), "model_definition");
+}
+
 void WmlApi::GetDefinition(HttpRequest& req, Responder res) {
-  WML_ASSIGN(auth::Principal who, Caller(req));
-  WML_ASSIGN(std::string space, CheckSpace(who, req));
-  (void)space;
-  WML_ASSIGN(store::DialectObject obj,
-             Find(who, wml::kModelDefinitionKind, PathParam(req, "id"), "model_definition"));
+  WML_ASSIGN(store::DialectObject obj, FindDefinition(req));
   SendJson(res, 200, DefinitionJson(obj));
 }
 
@@ -442,12 +451,20 @@ void WmlApi::DeleteDefinition(HttpRequest& req, Responder res) {
   NoContent(res);
 }
 
+void WmlApi::DownloadDefinitionCode(HttpRequest& req, Responder res) {
+  WML_ASSIGN(store::DialectObject obj, FindDefinition(req));
+  Json body = BodyOf(obj);
+  std::string package_id = StringAt(body, "upload_package_id");
+  if (package_id.empty()) package_id = StringAt(body, "package_id");  // stored before it
+  if (package_id.empty()) return SendWmlError(res, NoCodeYet(obj));
+  WML_ASSIGN(store::PackageRecord package, store_.GetPackage(package_id));
+  WML_ASSIGN(std::string bytes,
+             base::ReadFile(absl::StrCat(options_.data_dir, "/packages/", package.id)));
+  SendFile(res, std::move(bytes), package.name);
+}
+
 void WmlApi::PutDefinitionCode(HttpRequest& req, Responder res) {
-  WML_ASSIGN(auth::Principal who, Caller(req));
-  WML_ASSIGN(std::string space, CheckSpace(who, req));
-  (void)space;
-  WML_ASSIGN(store::DialectObject obj,
-             Find(who, wml::kModelDefinitionKind, PathParam(req, "id"), "model_definition"));
+  WML_ASSIGN(store::DialectObject obj, FindDefinition(req));
   if (req.body.empty()) {
     return SendWmlError(res, absl::InvalidArgumentError(
                                  "the body must be the training code as a ZIP (Content-Type: "
@@ -468,8 +485,16 @@ void WmlApi::PutDefinitionCode(HttpRequest& req, Responder res) {
   }
   WML_ASSIGN(store::PackageRecord package,
              StorePackage(store_, options_.data_dir, "model_definition.tar.gz", tar_gz));
+  // The upload as it came, for GET .../model: a ZIP is kept beside its converted package.
+  std::string upload_id = package.id;
+  if (!gzip) {
+    WML_ASSIGN(store::PackageRecord upload,
+               StorePackage(store_, options_.data_dir, "model_definition.zip", req.body));
+    upload_id = upload.id;
+  }
   Json body = BodyOf(obj);
   body["package_id"] = package.id;
+  body["upload_package_id"] = upload_id;
   body["root_folder"] = root_folder;
   obj.body_json = body.dump();
   obj.updated_at = base::SystemClock::Get().NowMicros();
@@ -504,12 +529,7 @@ void WmlApi::CreateTraining(HttpRequest& req, Responder res) {
              Find(who, wml::kModelDefinitionKind, request.definition_id, "model_definition.id"));
   Json def_body = BodyOf(def);
   std::string package_id = StringAt(def_body, "package_id");
-  if (package_id.empty()) {
-    return SendWmlError(
-        res, absl::FailedPreconditionError(absl::StrCat(
-                 "model_definition ", def.id, " has no code yet: upload it first with PUT ",
-                 kModelDefinitions, "/", def.id, "/model (the ZIP as the body)")));
-  }
+  if (package_id.empty()) return SendWmlError(res, NoCodeYet(def));
   std::string command = request.command.value_or(StringAt(EntityOf(def_body), "command"));
   WML_ASSIGN(std::string data_dir, wml::ResolveDataDir(request.data_path, options_.data_root));
   WML_ASSIGN(master::JobSpec spec,

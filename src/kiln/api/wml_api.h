@@ -67,6 +67,10 @@ class WmlApi {
   void GetDefinition(Req& req, Res res);
   void DeleteDefinition(Req& req, Res res);
   void PutDefinitionCode(Req& req, Res res);
+  // The model definition of the path's {id}, the caller's and in the request's space.
+  absl::StatusOr<store::DialectObject> FindDefinition(const Req& req);
+  // GET .../model_definitions/{id}/model: the code as it was uploaded.
+  void DownloadDefinitionCode(Req& req, Res res);
   // Trainings.
   void CreateTraining(Req& req, Res res);
   void ListTrainings(Req& req, Res res);
