@@ -16,7 +16,6 @@ import os
 import subprocess
 import tarfile
 import zipfile
-from pathlib import Path
 
 import pytest
 
