@@ -185,6 +185,13 @@ def test_an_uploaded_file_is_registered_and_downloaded_unchanged(master, client,
         z.write(path, "b.pt")
     with pytest.raises(kiln.KilnError, match=r"holds 2 TorchScript files \(a.pt, b.pt\)"):
         client.register_model("tiny-zip", file=tmp_path / "two.zip")
+    # The CLI (an uploaded package registered by id) takes the same archives.
+    r = kiln_cli(master, "model", "register", "tiny-zip", "--file", str(zipped))
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "model tiny-zip version 3 registered from upload\n"
+    assert client.model_content("tiny-zip", 3) == plain.read_bytes()
+    r = kiln_cli(master, "model", "register", "tiny-zip", "--file", str(tmp_path / "two.zip"))
+    assert r.returncode != 0 and "holds 2 TorchScript files" in r.stderr, r.stderr
 
 
 def test_bad_registrations_are_refused_naming_the_problem(master, client, tmp_path):

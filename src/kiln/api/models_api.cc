@@ -75,6 +75,33 @@ void ModelsApi::Register(net::Router& router) {
   router.Add("GET", "/api/v1/models/{model}/versions/{version}/content", bind(&ModelsApi::Content));
 }
 
+absl::Status ModelsApi::TakeModel(std::string_view bytes, const std::string& name,
+                                  std::string_view what, std::string_view signature_field,
+                                  master::RegisterModelRequest& request) {
+  absl::StatusOr<serving::UploadedModel> uploaded = serving::ModelFromUpload(bytes);
+  if (!uploaded.ok()) {
+    return absl::Status(uploaded.status().code(), absl::StrCat(std::string(what), " (", name,
+                                                               "): ", uploaded.status().message()));
+  }
+  serving::UploadedModel& upload = *uploaded;
+  const bool bare = upload.torchscript == bytes;  // else the file inside an archive
+  const bool named = !name.empty() && name != "." && name != "..";
+  if (!request.signature && upload.signature_json) {
+    absl::StatusOr<Json> signature = base::ParseJson(*upload.signature_json);
+    if (!signature.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(upload.signature_source, " is not JSON: ", signature.status().message(),
+                       "; or give the signature in ", std::string(signature_field)));
+    }
+    request.signature = *std::move(signature);
+  }
+  KILN_ASSIGN_OR_RETURN(store::PackageRecord package,
+                        StorePackage(store_, options_.data_dir,
+                                     bare && named ? name : upload.file_name, upload.torchscript));
+  request.package_id = package.id;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<master::RegisterModelRequest> ModelsApi::FromForm(const HttpRequest& req) {
   KILN_ASSIGN_OR_RETURN(std::vector<net::MultipartPart> parts, net::ParseMultipartRequest(req));
   const net::MultipartPart* data = net::FindPart(parts, "data");
@@ -103,32 +130,8 @@ absl::StatusOr<master::RegisterModelRequest> ModelsApi::FromForm(const HttpReque
     return absl::ResourceExhaustedError(absl::StrCat("the model file is larger than the limit of ",
                                                      options_.max_package_bytes, " bytes"));
   }
-  // The TorchScript file itself, or a .zip/.tar.gz holding one (what Watson ML's model
-  // upload takes too), maybe with its signature.json beside it.
-  absl::StatusOr<serving::UploadedModel> uploaded = serving::ModelFromUpload(file->body);
-  if (!uploaded.ok()) {
-    return absl::Status(uploaded.status().code(),
-                        absl::StrCat("\"file\" (", Basename(file->filename.value_or("")),
-                                     "): ", uploaded.status().message()));
-  }
-  serving::UploadedModel& upload = *uploaded;
-  std::string name = upload.file_name;
-  if (upload.torchscript == file->body && file->filename) {  // a bare file keeps its name
-    std::string given = Basename(*file->filename);
-    if (!given.empty() && given != "." && given != "..") name = given;
-  }
-  if (!request.signature && upload.signature_json) {
-    absl::StatusOr<Json> signature = base::ParseJson(*upload.signature_json);
-    if (!signature.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(upload.signature_source,
-                                                     " is not JSON: ", signature.status().message(),
-                                                     "; or give the signature in \"data\""));
-    }
-    request.signature = *std::move(signature);
-  }
-  KILN_ASSIGN_OR_RETURN(store::PackageRecord package,
-                        StorePackage(store_, options_.data_dir, name, upload.torchscript));
-  request.package_id = package.id;
+  KILN_RETURN_IF_ERROR(TakeModel(file->body, Basename(file->filename.value_or("")), "\"file\"",
+                                 "\"data\"", request));
   return request;
 }
 
@@ -141,14 +144,15 @@ void ModelsApi::Create(HttpRequest& req, Responder res) {
     KILN_API_ASSIGN(Json body, ParseBody(req));
     KILN_API_ASSIGN(request, master::ParseRegisterModelRequest(body));
     if (request.package_id) {
-      // The same check as an upload: a package may hold anything a job ran.
+      // Taken as an upload is (a package may hold anything a job ran): an archive's model
+      // becomes a package of its own, a bare file stays the package it is.
       KILN_API_ASSIGN(store::PackageRecord package, store_.GetPackage(*request.package_id));
-      if (package.kind == "file") {
-        KILN_API_ASSIGN(std::string bytes,
-                        base::ReadFile(absl::StrCat(options_.data_dir, "/packages/", package.id)));
-        if (absl::Status s = master::CheckTorchScriptFile(package.name, bytes); !s.ok()) {
-          return SendError(res, s);
-        }
+      KILN_API_ASSIGN(std::string bytes,
+                      base::ReadFile(absl::StrCat(options_.data_dir, "/packages/", package.id)));
+      if (absl::Status s = TakeModel(bytes, package.name, "package " + package.id,
+                                     "the request's \"signature\"", request);
+          !s.ok()) {
+        return SendError(res, s);
       }
     }
   }

@@ -44,6 +44,13 @@ class ModelsApi {
   // The register request of a multipart form: stores the `file` part as a package and
   // reads `data` as the JSON request.
   absl::StatusOr<master::RegisterModelRequest> FromForm(const net::HttpRequest& req);
+  // The model in uploaded `bytes` (serving::ModelFromUpload: the TorchScript file, or a
+  // .zip/.tar.gz holding one) stored as a file package, its id and (unless the request
+  // has one) its signature set in `request`. `name` is the upload's file name, kept for a
+  // bare file; errors name `what` ("\"file\"", "package sha256-...") and, for a bad
+  // signature.json, `signature_field`, where the signature can be given instead.
+  absl::Status TakeModel(std::string_view bytes, const std::string& name, std::string_view what,
+                         std::string_view signature_field, master::RegisterModelRequest& request);
 
   store::Store& store_;
   auth::Authenticator& auth_;

@@ -326,7 +326,9 @@ void RegisterModelCommands(CLI::App& app, Invocation& inv) {
                    "model/model.pt)")
       ->type_name("PATH")
       ->needs(job);
-  register_cmd->add_option("--file", reg->file, "A local TorchScript file to upload instead")
+  register_cmd
+      ->add_option("--file", reg->file,
+                   "A local TorchScript file (or a .zip/.tar.gz holding one) to upload instead")
       ->type_name("FILE")
       ->excludes(job);
   register_cmd
