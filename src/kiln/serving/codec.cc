@@ -1325,6 +1325,7 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   // "data" after "name" and "shape" (the usual order, tritonclient's too) is read where it
   // is, once the input is resolved; otherwise its span is kept and read at the end.
   std::optional<KserveTarget> target;
+  bool datatype_after_data = false;
   ByteSink values;
   const char* data_begin = nullptr;
   const char* data_end = nullptr;
@@ -1333,6 +1334,7 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
       bool& have = key == "name" ? have_name : have_datatype;
       if (have) return DuplicateKey(d, key);
       have = true;
+      datatype_after_data = datatype_after_data || (key == "datatype" && target.has_value());
       if (d.Peek() != '"') return d.Fail(absl::StrCat(where, ".", key, " must be a string"));
       return d.String(key == "name" ? name : datatype);
     }
@@ -1374,10 +1376,14 @@ bool ReadKserveInput(Decoder& d, const Signature& signature, std::vector<InputAc
   });
   if (!ok) return false;
   if (!have_name) return d.Fail(absl::StrCat(where, " has no \"name\""));
-  // Resolved again when "data" came first, or to check a "datatype" given after it.
+  // Resolved here unless it was for "data" already; again to check a "datatype" given
+  // after "data".
   KserveTarget resolved;
-  if (!ResolveKserveInput(d, signature, inputs, limits, name, have_datatype ? &datatype : nullptr,
-                          have_shape ? &shape : nullptr, resolved)) {
+  if (target && !datatype_after_data) {
+    resolved = *std::move(target);
+  } else if (!ResolveKserveInput(d, signature, inputs, limits, name,
+                                 have_datatype ? &datatype : nullptr, have_shape ? &shape : nullptr,
+                                 resolved)) {
     return false;
   }
   const std::string& context = resolved.context;
