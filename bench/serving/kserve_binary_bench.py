@@ -86,8 +86,8 @@ def check(bench: sb.Bench, side: str, model: str, kind: str, url: str, payloads:
         got = outputs_of(kind, reply.read(), reply.headers.get("Inference-Header-Content-Length"))
     if kind == "kserve-binary" and reply.headers.get("Inference-Header-Content-Length") is None:
         raise SystemExit(f"{side} ({model}): the binary request got no binary answer")
-    worst = max(abs(a - b) for a, b in zip(got, bench.reference[model]))
-    if len(got) != len(bench.reference[model]) or worst > sb.OUTPUT_TOLERANCE:
+    want = bench.reference[model]
+    if len(got) != len(want) or max(abs(a - b) for a, b in zip(got, want)) > sb.OUTPUT_TOLERANCE:
         raise SystemExit(f"{side} ({model}, {kind}): answer differs from the in-process output")
 
 
