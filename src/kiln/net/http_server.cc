@@ -7,6 +7,7 @@
 #include "kiln/net/http_server.h"
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -23,7 +24,7 @@
 #include <limits>
 #include <mutex>
 #include <optional>
-#include <sstream>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -78,6 +79,10 @@ constexpr size_t kMaxQueuedStreamBytes = 64 << 20;
 // While a handler works, bytes of a pipelined next request are read (to notice a client
 // that hangs up) only up to this bound.
 constexpr size_t kMaxBufferedWhileHandling = 64 << 10;
+// What one such read may take: a client's next request often arrives while the reply to
+// the last one is being written, and a typical scoring request (784 floats in JSON, 7 KB)
+// then comes in one read instead of two.
+constexpr size_t kWatchReadBytes = 16 << 10;
 // Before closing, read and drop what the client still sends (e.g. the body of a request
 // refused with 413) so that the close does not turn into a reset that destroys our reply.
 constexpr size_t kLingerMaxBytes = 8 << 20;
@@ -112,30 +117,6 @@ unsigned ValidFinalStatus(int status) {
   return 500;
 }
 
-template <class Header>
-void SetCommonFields(Header& header, unsigned version, unsigned status,
-                     const std::string& content_type) {
-  header.version(version);
-  header.result(status);
-  header.set(http::field::server, "kiln");
-  if (!content_type.empty() && IsValidHeaderValue(content_type)) {
-    header.set(http::field::content_type, content_type);
-  }
-}
-
-template <class Header>
-void AddExtraHeaders(Header& header,
-                     const std::vector<std::pair<std::string, std::string>>& headers) {
-  for (const auto& [name, value] : headers) {
-    if (!IsValidHeaderName(name) || !IsValidHeaderValue(value) || IsReservedHeader(name)) {
-      spdlog::error("HTTP handler set invalid or reserved header '{}'; dropped",
-                    absl::CEscape(name));
-      continue;
-    }
-    header.insert(name, value);
-  }
-}
-
 bool IsHttpError(const beast::error_code& ec) {
   return ec.category() == http::make_error_code(http::error::bad_target).category();
 }
@@ -144,6 +125,53 @@ bool IsEndOfInput(const beast::error_code& ec) {
   return ec == http::error::end_of_stream || ec == http::error::partial_message ||
          ec == http::error::short_read || ec == asio::error::eof;
 }
+
+}  // namespace
+
+namespace internal {
+
+std::string ResponseHead(unsigned version, unsigned status, std::string_view content_type,
+                         const std::vector<std::pair<std::string, std::string>>& headers,
+                         std::optional<size_t> content_length, bool keep_alive) {
+  std::string head;
+  head.reserve(128 + content_type.size());
+  // Beast's names for the codes it knows; the reason phrase is optional (RFC 9112 §4), and
+  // an unknown code goes without one.
+  boost::beast::string_view beast_reason = http::obsolete_reason(static_cast<http::status>(status));
+  std::string_view reason(beast_reason.data(), beast_reason.size());
+  if (reason == "<unknown-status>") reason = {};
+  absl::StrAppend(&head, version >= 11 ? "HTTP/1.1 " : "HTTP/1.0 ", status, " ",
+                  std::string(reason), "\r\nServer: kiln\r\n");
+  if (!content_type.empty() && IsValidHeaderValue(content_type)) {
+    absl::StrAppend(&head, "Content-Type: ", std::string(content_type), "\r\n");
+  }
+  for (const auto& [name, value] : headers) {
+    if (!IsValidHeaderName(name) || !IsValidHeaderValue(value) || IsReservedHeader(name)) {
+      spdlog::error("HTTP handler set invalid or reserved header '{}'; dropped",
+                    absl::CEscape(name));
+      continue;
+    }
+    absl::StrAppend(&head, name, ": ", value, "\r\n");
+  }
+  // HTTP/1.1 connections persist unless closed; HTTP/1.0 ones only when asked to.
+  if (version >= 11 && !keep_alive) head += "Connection: close\r\n";
+  if (version < 11 && keep_alive) head += "Connection: keep-alive\r\n";
+  // RFC 9110 §8.6: no Content-Length on a 204, and on a 304 it would describe the
+  // representation not sent.
+  if (status != 204 && status != 304) {
+    if (content_length) {
+      absl::StrAppend(&head, "Content-Length: ", *content_length, "\r\n");
+    } else if (version >= 11) {
+      head += "Transfer-Encoding: chunked\r\n";
+    }
+  }
+  head += "\r\n";
+  return head;
+}
+
+}  // namespace internal
+
+namespace {
 
 class Connection;
 
@@ -399,44 +427,37 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void WriteResponse(HttpResponse response) {
-    auto message = std::make_shared<http::response<http::string_body>>();
     unsigned status = ValidFinalStatus(response.status);
-    SetCommonFields(*message, version_, status, response.content_type);
-    AddExtraHeaders(*message, response.headers);
-    // 204 and 304 have no body by definition (and Beast refuses to frame one).
-    if (status != 204 && status != 304) message->body() = std::move(response.body);
+    // 204 and 304 have no body by definition.
+    if (status == 204 || status == 304) response.body.clear();
     keep_alive_ = keep_alive_ && !stopping_ && !client_gone_;
-    message->keep_alive(keep_alive_);
-    message->prepare_payload();
+    // Kept here until written: one write at a time, in Phase::kWriting.
+    write_head_ = internal::ResponseHead(version_, status, response.content_type, response.headers,
+                                         response.body.size(), keep_alive_);
+    write_body_ = std::move(response.body);
     phase_ = Phase::kWriting;
     stream_.expires_after(server_->options.idle_timeout);
-    http::async_write(stream_, *message,
-                      [self = shared_from_this(), message](beast::error_code ec, size_t) {
-                        if (self->phase_ == Phase::kClosed) return;
-                        if (ec) {
-                          self->Close();
-                          return;
-                        }
-                        self->ResponseComplete();
-                      });
+    std::array<asio::const_buffer, 2> buffers{asio::buffer(write_head_), asio::buffer(write_body_)};
+    asio::async_write(stream_, buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
+      if (self->phase_ == Phase::kClosed) return;
+      if (ec) {
+        self->Close();
+        return;
+      }
+      self->ResponseComplete();
+    });
   }
 
   void OnStreamStart(uint64_t seq, int status, std::string content_type) {
     if (phase_ != Phase::kHandling || seq != seq_) return;
-    http::response<http::empty_body> message;
-    SetCommonFields(message, version_, ValidFinalStatus(status), content_type);
     keep_alive_ = keep_alive_ && !stopping_ && !client_gone_;
-    if (version_ >= 11) {
-      message.chunked(true);
-    } else {
-      keep_alive_ = false;  // an HTTP/1.0 body without length ends with the connection
-    }
-    message.keep_alive(keep_alive_);
-    std::ostringstream header;
-    header << message.base();
+    // Chunked for HTTP/1.1; an HTTP/1.0 body without a length ends with the connection.
+    if (version_ < 11) keep_alive_ = false;
+    std::string head = internal::ResponseHead(version_, ValidFinalStatus(status), content_type, {},
+                                              std::nullopt, keep_alive_);
     phase_ = Phase::kStreaming;
     stream_finishing_ = false;
-    stream_queue_.push_back({header.str(), 0});
+    stream_queue_.push_back({std::move(head), 0});
     PumpStream();
   }
 
@@ -523,7 +544,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     watch_pending_ = true;
     stream_.async_read_some(
-        buffer_.prepare(4096),
+        buffer_.prepare(kWatchReadBytes),
         [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnWatch(ec, n); });
   }
 
@@ -647,6 +668,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpRequest request_;
+  std::string write_head_;  // the response being written
+  std::string write_body_;
   const Route* route_ = nullptr;
   Phase phase_ = Phase::kReadingHeader;
   unsigned version_ = 11;
