@@ -217,6 +217,13 @@ def test_code_upload_refuses_bad_zips_and_downloads_what_it_took(client, wml):
                     f"/ml/v4/model_definitions/{d2['metadata']['id']}/model") == (200, packed)
 
 
+def import_request_path(training_id: str, asset_id: str = None, space_id: str = None) -> str:
+    """Where WMLA writes a training's model import request (wmla-api.md §3.5 step 7)."""
+    path = (f"/v2/asset_files/experiment/{training_id}/assets/{asset_id or training_id}"
+            "/resources/wml_model/request.json")
+    return path + (f"?space_id={space_id}" if space_id else "")
+
+
 def test_training_runs_and_reports_metrics(wml, tmp_path):
     data = tmp_path / "dataset"
     data.mkdir()
@@ -245,6 +252,15 @@ def test_training_runs_and_reports_metrics(wml, tmp_path):
     assert code == 200
     assert listed["total_count"] == 1 and len(listed["resources"]) == 1
 
+    # Completed, but its code saved no model: no import request, and the 404 says why.
+    code, err = wml("GET", import_request_path(training_id, space_id=space_id))
+    assert_wml_error(code, err, 404, f"training {training_id} saved no model",
+                     "$RESULT_DIR/model/model.pt")
+    code, err = wml("GET", import_request_path(training_id, asset_id="7"))
+    assert_wml_error(code, err, 404, "no asset file", "request.json")
+    code, err = wml("GET", import_request_path("424242"))
+    assert_wml_error(code, err, 404, "training 424242")
+
 
 def test_training_states_cancel_and_bad_requests(wml, tmp_path):
     space_id = new_space(wml)
@@ -254,6 +270,8 @@ def test_training_states_cancel_and_bad_requests(wml, tmp_path):
     failed = wait_training(wml, t["metadata"]["id"])
     assert failed["entity"]["status"]["state"] == "failed"
     assert failed["entity"]["status"]["failure"]["errors"][0]["message"]
+    code, err = wml("GET", import_request_path(failed["metadata"]["id"]))
+    assert_wml_error(code, err, 404, "is failed: it has no model to import")
 
     # The training's command overrides the definition's.
     code, t = wml("POST", "/ml/v4/trainings",
@@ -261,6 +279,8 @@ def test_training_states_cancel_and_bad_requests(wml, tmp_path):
     assert code == 201, t
     sleeping = t["metadata"]["id"]
     wait_training(wml, sleeping, states=("running",))
+    code, err = wml("GET", import_request_path(sleeping))
+    assert_wml_error(code, err, 404, f"training {sleeping} is running", "when it completes")
     code, _ = wml("DELETE", f"/ml/v4/trainings/{sleeping}")
     assert code == 204
     assert wait_training(wml, sleeping)["entity"]["status"]["state"] == "canceled"
@@ -317,6 +337,8 @@ def run_example(master):
     assert out.returncode == 0, out.stdout + out.stderr
     assert "6. training completed" in out.stdout
     assert "   iteration 1:" in out.stdout
+    assert "7. model import request: spaces/" in out.stdout
+    assert "/resources/wml_model/model.pt" in out.stdout
     assert "content_import_state completed" in out.stdout
     assert "online_url:" in out.stdout
     assert out.stdout.count("10. predicted") == 4

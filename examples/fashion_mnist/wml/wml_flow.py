@@ -3,7 +3,7 @@
 
 Every call is the REST call IBM's CPD 3.5 notebooks make (``?version=2020-08-01``,
 ``Authorization: Bearer``): token -> space -> model definition (+ its code as a ZIP) ->
-training -> poll -> store the model -> deploy -> score -> clean up. Only the standard
+training -> poll -> model import request -> store the model -> deploy -> score -> clean up. Only the standard
 library: run it with any python3.
 
     python3 wml_flow.py --url http://127.0.0.1:8470 --user admin --password ...
@@ -181,11 +181,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     if status["state"] != "completed":
         return 1
 
-    # 7-8. Store the model, as client.repository.store_model(training_id, ...) does.
-    model = wml.call("POST", f"/ml/v4/models?space_id={space_id}", {
-        "name": "fashion-mnist model", "space_id": space_id, "type": "pytorch-onnx_1.3",
-        "software_spec": {"name": "pytorch-onnx_1.3-py3.7"},
-        "training_data_references": [details["entity"]["results_reference"]]})
+    # 7. The model import request written for the completed training.
+    request = wml.call("GET", f"/v2/asset_files/experiment/{training_id}/assets/{training_id}"
+                              f"/resources/wml_model/request.json?space_id={space_id}")
+    print(f"7. model import request: {request['content_location']['contents'][0]['location']}")
+
+    # 8. Store the model: that request, as it came.
+    model = wml.call("POST", f"/ml/v4/models?space_id={space_id}", request)
     model_id = model["metadata"]["id"]
     print(f"8. model {model_id}: content_import_state "
           f"{model['entity']['content_import_state']} "

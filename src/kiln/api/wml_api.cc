@@ -28,6 +28,8 @@ constexpr char kTrainings[] = "/ml/v4/trainings";
 constexpr char kModels[] = "/ml/v4/models";
 constexpr char kDeployments[] = "/ml/v4/deployments";
 constexpr char kSpaces[] = "/v2/spaces";
+// Where WMLA writes a training's files (the model import request: wmla-api.md §3.5 step 7).
+constexpr char kExperimentAssets[] = "/v2/asset_files/experiment";
 constexpr int64_t kDefaultLimit = 100;
 constexpr int64_t kMaxLimit = 1000;
 
@@ -177,6 +179,11 @@ void WmlApi::Register(net::Router& router) {
   router.Add("GET", "/ml/v4/trainings", bind(&WmlApi::ListTrainings));
   router.Add("GET", "/ml/v4/trainings/{id}", bind(&WmlApi::GetTraining));
   router.Add("DELETE", "/ml/v4/trainings/{id}", bind(&WmlApi::DeleteTraining));
+  const std::string experiment_assets = kExperimentAssets;
+  router.Add(
+      "GET",
+      experiment_assets + "/{training_id}/assets/{asset_id}/resources/wml_model/request.json",
+      bind(&WmlApi::GetModelImportRequest));
 
   router.Add("POST", "/ml/v4/models", bind(&WmlApi::CreateModel));
   router.Add("GET", "/ml/v4/models", bind(&WmlApi::ListModels));
@@ -602,6 +609,51 @@ void WmlApi::DeleteTraining(HttpRequest& req, Responder res) {
   if (QueryFlag(req, "hard_delete"))
     WML_CHECK(store_.DeleteDialectObject(wml::kTrainingKind, obj.id));
   NoContent(res);
+}
+
+void WmlApi::GetModelImportRequest(HttpRequest& req, Responder res) {
+  WML_ASSIGN(auth::Principal who, Caller(req));
+  WML_ASSIGN(std::string space, CheckSpace(who, req));
+  (void)space;
+  const std::string training_id = PathParam(req, "training_id");
+  // WMLA writes it under the training's own asset folder: .../experiment/{t}/assets/{t}/...
+  if (PathParam(req, "asset_id") != training_id) {
+    return SendWmlError(res, absl::NotFoundError(absl::StrCat(
+                                 "no asset file at ", req.path,
+                                 ": a training's model import "
+                                 "request is at /v2/asset_files/experiment/{training_id}/assets/"
+                                 "{training_id}/resources/wml_model/request.json")));
+  }
+  WML_ASSIGN(store::DialectObject obj, Find(who, wml::kTrainingKind, training_id, "training"));
+  int64_t job_id = 0;
+  if (!absl::SimpleAtoi(obj.id, &job_id)) {
+    return SendWmlError(res, absl::InternalError("bad training id"));
+  }
+  WML_ASSIGN(store::JobRecord job, jobs_.GetJob(who, job_id));
+  if (job.state != store::JobState::kFinished) {
+    const bool over = store::IsTerminal(job.state);
+    return SendWmlError(
+        res, absl::NotFoundError(absl::StrCat(
+                 "training ", training_id, " is ", wml::TrainingState(job.state), ": ",
+                 over ? "it has no model to import"
+                      : absl::StrCat("its model import request is written when it completes "
+                                     "(poll GET /ml/v4/trainings/",
+                                     training_id, ")"))));
+  }
+  // The model the registry takes from a training (ModelRegistry: $RESULT_DIR/model/model.pt).
+  const std::string saved = master::RegisterModelRequest().path;
+  WML_ASSIGN(std::vector<store::ArtifactRecord> artifacts, store_.ListArtifacts(job_id));
+  if (std::none_of(artifacts.begin(), artifacts.end(),
+                   [&](const store::ArtifactRecord& a) { return a.path == saved; })) {
+    return SendWmlError(res,
+                        absl::NotFoundError(absl::StrCat("training ", training_id,
+                                                         " saved no model: its code must write "
+                                                         "the TorchScript model to $RESULT_DIR/",
+                                                         saved, " (kiln.save_model does)")));
+  }
+  std::string file_name = saved.substr(saved.rfind('/') + 1);
+  SendJson(res, 200,
+           wml::ModelImportRequest(training_id, obj.space_id, EntityOf(BodyOf(obj)), file_name));
 }
 
 // ---------------------------------------------------------------- models

@@ -76,6 +76,9 @@ class WmlApi {
   void ListTrainings(Req& req, Res res);
   void GetTraining(Req& req, Res res);
   void DeleteTraining(Req& req, Res res);
+  // GET /v2/asset_files/experiment/{t}/assets/{t}/resources/wml_model/request.json: the
+  // model import request of a completed training that saved a model (wml::ModelImportRequest).
+  void GetModelImportRequest(Req& req, Res res);
   // Models.
   void CreateModel(Req& req, Res res);
   void ListModels(Req& req, Res res);

@@ -637,6 +637,47 @@ std::string TrainingIdOf(const Json& body) {
   return "";
 }
 
+Json ModelImportRequest(const std::string& training_id, const std::string& space_id,
+                        const Json& request_entity, const std::string& file_name) {
+  const Json& entity = request_entity.is_object() ? request_entity : Json::object();
+  // Where the results are, as TrainingEntity reports them.
+  std::string base = "kiln/trainings";
+  if (const Json& results = entity.value("results_reference", Json());
+      results.is_object() && results.value("location", Json()).is_object()) {
+    const Json& path = results["location"].value("path", Json());
+    if (path.is_string() && !path.get<std::string>().empty()) base = path.get<std::string>();
+  }
+  const std::string folder =
+      absl::StrCat(base, "/", training_id, "/assets/", training_id, "/resources/wml_model");
+  Json out = {{"name", absl::StrCat("model_", training_id)},
+              {"content_location",
+               {{"contents", Json::array({{{"content_format", "native"},
+                                           {"file_name", file_name},
+                                           {"location", absl::StrCat(folder, "/", file_name)}}})},
+                {"location", {{"path", folder}}},
+                {"type", "fs"},
+                {"connection", Json::object()}}}};
+  if (!space_id.empty()) out["space_id"] = space_id;
+  const Json& definition = entity.value("model_definition", Json());
+  if (definition.is_object()) {
+    if (definition.value("id", Json()).is_string()) {
+      out["model_definition"] = {{"id", definition["id"]}};
+    }
+    const Json& spec = definition.value("software_spec", Json());
+    if (spec.is_object() && spec.value("name", Json()).is_string()) {
+      out["software_spec"] = {{"name", spec["name"]}};
+      // "pytorch-onnx_1.3-py3.7" is of type "pytorch-onnx_1.3".
+      std::string type = spec["name"].get<std::string>();
+      if (size_t py = type.rfind("-py"); py != std::string::npos && py > 0) type.resize(py);
+      out["type"] = type;
+    }
+  }
+  if (entity.contains("training_data_references")) {
+    out["training_data_references"] = entity["training_data_references"];
+  }
+  return out;
+}
+
 absl::StatusOr<ModelRequest> ParseModelRequest(const Json& body) {
   KILN_RETURN_IF_ERROR(CheckObject(body));
   ModelRequest r;

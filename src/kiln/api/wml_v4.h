@@ -141,6 +141,14 @@ struct ModelRequest {
 absl::StatusOr<ModelRequest> ParseModelRequest(const base::Json& body);
 // The training id a store_model body points at, or "" when it names none.
 std::string TrainingIdOf(const base::Json& body);
+// The model import request WMLA writes for a completed training (wmla-api.md §3.5 step
+// 7, GET /v2/asset_files/experiment/{t}/assets/{t}/resources/wml_model/request.json):
+// the body to POST to /ml/v4/models as it is. `content_location` points at `file_name`
+// under the training's results (where TrainingIdOf finds the training again);
+// `model_definition`, `software_spec`, `type` (the spec's name without its "-py3.x") and
+// `training_data_references` come from the training's `request_entity`.
+base::Json ModelImportRequest(const std::string& training_id, const std::string& space_id,
+                              const base::Json& request_entity, const std::string& file_name);
 
 // ---- deployments ----
 struct DeploymentRequest {

@@ -343,6 +343,37 @@ TEST(WmlModelTest, FindsTheTrainingInEveryForm) {
               StatusIs(absl::StatusCode::kInvalidArgument, HasSubstr("name: is required")));
 }
 
+// Step 7 of WMLA's REST flow: the import request, which step 8 POSTs back unchanged.
+TEST(WmlModelTest, ImportRequestOfATrainingIsWhatStoresItsModel) {
+  Json body = NotebookTraining();
+  body["model_definition"]["software_spec"] = {{"name", "pytorch-onnx_1.3-py3.7"}};
+  KILN_ASSERT_OK_AND_ASSIGN(TrainingRequest training, ParseTrainingRequest(body));
+  const Json& entity = training.entity;  // what the training keeps of its request
+  Json request = ModelImportRequest("12", "s1", entity, "model.pt");
+  const Json& content = request["content_location"]["contents"][0];
+  EXPECT_EQ(content["content_format"], "native");
+  EXPECT_EQ(content["file_name"], "model.pt");
+  EXPECT_EQ(content["location"],
+            "spaces/s1/assets/experiment/12/assets/12/resources/wml_model/model.pt");
+  EXPECT_EQ(request["content_location"]["type"], "fs");
+  EXPECT_EQ(request["name"], "model_12");
+  EXPECT_EQ(request["space_id"], "s1");
+  EXPECT_EQ(request["type"], "pytorch-onnx_1.3");
+  EXPECT_EQ(request["software_spec"]["name"], "pytorch-onnx_1.3-py3.7");
+  EXPECT_EQ(request["model_definition"]["id"], entity["model_definition"]["id"]);
+  EXPECT_EQ(request["training_data_references"], entity["training_data_references"]);
+  KILN_ASSERT_OK_AND_ASSIGN(ModelRequest stored, ParseModelRequest(request));
+  EXPECT_EQ(stored.training_id, "12");
+  EXPECT_EQ(stored.space_id, "s1");
+
+  // A training without results_reference or spec: still one Kiln can store from.
+  Json bare = ModelImportRequest("13", "", Json::object(), "model.pt");
+  EXPECT_FALSE(bare.contains("space_id"));
+  EXPECT_FALSE(bare.contains("type"));
+  KILN_ASSERT_OK_AND_ASSIGN(stored, ParseModelRequest(bare));
+  EXPECT_EQ(stored.training_id, "13");
+}
+
 TEST(WmlDeploymentTest, ParsesOnlineDeployments) {
   KILN_ASSERT_OK_AND_ASSIGN(
       DeploymentRequest d,
