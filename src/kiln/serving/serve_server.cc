@@ -142,6 +142,9 @@ void ServeServer::SendError(Dialect dialect, net::Responder& responder, const ab
                        ? 503
                        : net::HttpStatusFromStatus(status);
   const std::string message(status.message());
+  // Counted before the reply leaves: a client that reads /metrics after its answer must
+  // find its request there.
+  Count(dialect, code, start);
   switch (dialect) {
     case Dialect::kNative:
       responder.Send(code == 503 ? net::ErrorResponse(absl::UnavailableError(message))
@@ -156,7 +159,6 @@ void ServeServer::SendError(Dialect dialect, net::Responder& responder, const ab
       responder.Send(Json(code, {{"error", message}}));
       break;
   }
-  Count(dialect, code, start);
 }
 
 void ServeServer::Predict(Dialect dialect, net::HttpRequest& request, net::Responder responder) {
@@ -243,8 +245,8 @@ void ServeServer::Enqueue(std::vector<Prepared>& prepared) {
         response.headers.emplace_back(std::string(kInferenceHeaderContentLength),
                                       std::to_string(json_length));
       }
+      Count(dialect, 200, start);  // before the reply leaves (see SendError)
       responder.Send(std::move(response));
-      Count(dialect, 200, start);
     };
   }
   std::vector<absl::Status> queued = batcher_->SubmitAll(items);
