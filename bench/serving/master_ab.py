@@ -8,7 +8,7 @@ Each build directory holds bin/kilnd, kiln-agent, kiln-shim and kiln-serve (copy
 build/sbench/bin somewhere before rebuilding to keep the "before" side). Rounds alternate
 the order (A B, B A, ...) so that a drift in the machine's load hits both sides alike.
 Prints one line per run: req/s, CPU per request (all of kilnd's tree) and kilnd's own
-share, p99 and the load average before the run. Asserts nothing about speed.
+share, p99, the replica's mean batch and the load average before the run. Asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -54,7 +54,8 @@ def main() -> None:
     for name, row in runs:
         print(f"{name} c={row['concurrency']}: {row['req_per_s']:,.0f} req/s, "
               f"{row['cpu_us_per_req']:.1f} CPU us/req (kilnd {row['front_cpu_us_per_req']:.1f}), "
-              f"p99 {row['p99_ms']:.2f} ms, load {row['load']}")
+              f"p99 {row['p99_ms']:.2f} ms, mean batch {row['mean_batch']:.1f}, "
+              f"load {row['load']}")
 
 
 if __name__ == "__main__":
