@@ -439,6 +439,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     stream_.expires_after(server_->options.idle_timeout);
     std::array<asio::const_buffer, 2> buffers{asio::buffer(write_head_), asio::buffer(write_body_)};
     asio::async_write(stream_, buffers, [self = shared_from_this()](beast::error_code ec, size_t) {
+      // Freed now, not at the next reply: a body may be a model download of hundreds of MB,
+      // and the connection may then idle for long.
+      self->write_head_ = std::string();
+      self->write_body_ = std::string();
       if (self->phase_ == Phase::kClosed) return;
       if (ec) {
         self->Close();
